@@ -1,0 +1,444 @@
+/* bus.c - Kafka for the daemon: embedded mock cluster, consumer, producer.
+ *
+ * Invariants: offsets are never auto-committed (the daemon commits after its store transaction);
+ * the producer is idempotent and keyed by instance id, so one instance's messages stay in order;
+ * librdkafka's log and error callbacks go through FLOWD_LOG.
+ */
+#include "bus.h"
+
+#include "../common/clock.h"
+#include "../common/err.h"
+#include "../common/log.h"
+#include "../common/mem.h"
+
+#include <librdkafka/rdkafka_mock.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/banned.h"
+
+struct bus {
+    const struct flowd_config *cfg;
+    rd_kafka_t *mock_rk;           /* owns the embedded cluster, NULL on a real cluster */
+    rd_kafka_mock_cluster_t *mcluster;
+    char *bootstrap;
+    char epoch[64];
+    rd_kafka_t *producer;
+    rd_kafka_t *consumer;
+    rd_kafka_queue_t *consumer_q;
+    bus_delivery_cb *on_delivery;
+    void *ctx;
+    int in_flight;
+    atomic_int ready;
+};
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    enum log_level lvl = level <= 3 ? LOG_ERROR : level <= 4 ? LOG_WARN : level <= 6 ? LOG_INFO
+                                                                                    : LOG_DEBUG;
+    /* librdkafka is chatty at INFO; keep it at debug unless it is a problem */
+    if (lvl == LOG_INFO)
+        lvl = LOG_DEBUG;
+    FLOWD_LOG(lvl, LOG_SUB_KAFKA, "%s: %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    struct bus *bus = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        if (atomic_exchange(&bus->ready, 0))
+            FLOWD_LOG(LOG_WARN, LOG_SUB_KAFKA, "all brokers are down: %s", reason);
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char buf[512];
+        rd_kafka_fatal_error(rk, buf, sizeof(buf));
+        FLOWD_LOG(LOG_ERROR, LOG_SUB_KAFKA, "fatal client error: %s", buf);
+        atomic_store(&bus->ready, 0);
+        return;
+    }
+    FLOWD_LOG(LOG_DEBUG, LOG_SUB_KAFKA, "%s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(err),
+              reason);
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    (void)rk;
+    struct bus *bus = opaque;
+    bus->in_flight--;
+    if (msg->err == 0)
+        atomic_store(&bus->ready, 1);
+    else
+        FLOWD_LOG(LOG_WARN, LOG_SUB_KAFKA, "delivery to %s failed: %s (will retry)",
+                  rd_kafka_topic_name(msg->rkt), rd_kafka_err2str(msg->err));
+    bus->on_delivery(bus->ctx, (int64_t)(intptr_t)msg->_private, msg->err);
+}
+
+static int conf_set(rd_kafka_conf_t *conf,
+                    const char *name,
+                    const char *value,
+                    char *errstr,
+                    size_t errstr_size)
+{
+    char kerr[256];
+    if (rd_kafka_conf_set(conf, name, value, kerr, sizeof(kerr)) != RD_KAFKA_CONF_OK)
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                            "kafka property '%s' = '%s': %s", name, value, kerr);
+    return 0;
+}
+
+/* Common settings, then the user's kafka.properties.* on top. */
+static rd_kafka_conf_t *base_conf(struct bus *bus, char *errstr, size_t errstr_size)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_opaque(conf, bus);
+    char num[32];
+    snprintf(num, sizeof(num), "%lld", (long long)bus->cfg->message_max_bytes + 65536);
+    if (conf_set(conf, "bootstrap.servers", bus->bootstrap, errstr, errstr_size) ||
+        conf_set(conf, "message.max.bytes", num, errstr, errstr_size) ||
+        conf_set(conf, "socket.nagle.disable", "true", errstr, errstr_size))
+        goto err;
+    for (size_t i = 0; i < bus->cfg->nkafka_props; i++)
+        if (conf_set(conf, bus->cfg->kafka_props[i].name, bus->cfg->kafka_props[i].value, errstr,
+                     errstr_size))
+            goto err;
+    return conf;
+err:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+static int start_embedded(struct bus *bus, char *errstr, size_t errstr_size)
+{
+    char kerr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set(conf, "client.id", "flowd-embedded-kafka", kerr, sizeof(kerr));
+    bus->mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, kerr, sizeof(kerr));
+    if (!bus->mock_rk) {
+        rd_kafka_conf_destroy(conf);
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_KAFKA,
+                            "cannot start the embedded Kafka cluster: %s", kerr);
+    }
+    bus->mcluster = rd_kafka_mock_cluster_new(bus->mock_rk, (int)bus->cfg->embedded_brokers);
+    if (!bus->mcluster)
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_KAFKA,
+                            "cannot start the embedded Kafka cluster (mock cluster creation failed)");
+    bus->bootstrap = flowd_xstrdup(rd_kafka_mock_cluster_bootstraps(bus->mcluster));
+    char uuid[37];
+    clock_uuid4(uuid);
+    snprintf(bus->epoch, sizeof(bus->epoch), "embedded-%s", uuid);
+
+    char *path = flowd_xasprintf("%s/kafka.bootstrap", bus->cfg->data_dir);
+    char *tmp = flowd_xasprintf("%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    int rc = 0;
+    if (!f || fprintf(f, "%s\n", bus->bootstrap) < 0 || fclose(f) != 0 || rename(tmp, path) != 0)
+        rc = flowd_seterr(errstr, errstr_size, FLOWD_ERR_IO, "cannot write %s", path);
+    free(tmp);
+    free(path);
+    return rc;
+}
+
+struct bus *bus_new(const struct flowd_config *cfg,
+                    bus_delivery_cb *on_delivery,
+                    void *ctx,
+                    char *errstr,
+                    size_t errstr_size)
+{
+    struct bus *bus = flowd_xcalloc(1, sizeof(*bus));
+    bus->cfg = cfg;
+    bus->on_delivery = on_delivery;
+    bus->ctx = ctx;
+    atomic_store(&bus->ready, 1);
+    char kerr[512];
+    char num[32];
+
+    if (strcmp(cfg->bootstrap_servers, "embedded") == 0) {
+        if (start_embedded(bus, errstr, errstr_size))
+            goto err;
+    } else {
+        bus->bootstrap = flowd_xstrdup(cfg->bootstrap_servers);
+    }
+
+    /* producer */
+    rd_kafka_conf_t *conf = base_conf(bus, errstr, errstr_size);
+    if (!conf)
+        goto err;
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    if (conf_set(conf, "client.id", "flowd-producer", errstr, errstr_size) ||
+        conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
+        conf_set(conf, "linger.ms", "1", errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        goto err;
+    }
+    bus->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, kerr, sizeof(kerr));
+    if (!bus->producer) {
+        rd_kafka_conf_destroy(conf);
+        flowd_seterr(errstr, errstr_size, FLOWD_ERR_KAFKA, "cannot create Kafka producer: %s",
+                     kerr);
+        goto err;
+    }
+
+    /* consumer */
+    conf = base_conf(bus, errstr, errstr_size);
+    if (!conf)
+        goto err;
+    int rc = conf_set(conf, "client.id", "flowd-consumer", errstr, errstr_size);
+    rc = rc ? rc : conf_set(conf, "group.id", cfg->group_id, errstr, errstr_size);
+    rc = rc ? rc : conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size);
+    rc = rc ? rc : conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size);
+    rc = rc ? rc : conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size);
+    rc = rc ? rc
+            : conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
+                       errstr_size);
+    snprintf(num, sizeof(num), "%lld", (long long)cfg->fetch_wait_max_ms);
+    rc = rc ? rc : conf_set(conf, "fetch.wait.max.ms", num, errstr, errstr_size);
+    rc = rc ? rc : conf_set(conf, "fetch.error.backoff.ms", "50", errstr, errstr_size);
+    snprintf(num, sizeof(num), "%lld", (long long)cfg->session_timeout_ms);
+    rc = rc ? rc : conf_set(conf, "session.timeout.ms", num, errstr, errstr_size);
+    snprintf(num, sizeof(num), "%lld",
+             (long long)(cfg->session_timeout_ms / 3 < 1000 ? cfg->session_timeout_ms / 3 : 1000));
+    rc = rc ? rc : conf_set(conf, "heartbeat.interval.ms", num, errstr, errstr_size);
+    snprintf(num, sizeof(num), "%lld", (long long)cfg->metadata_refresh_ms);
+    rc = rc ? rc : conf_set(conf, "topic.metadata.refresh.interval.ms", num, errstr, errstr_size);
+    /* user's pass-through properties win over ours */
+    for (size_t i = 0; !rc && i < cfg->nkafka_props; i++)
+        rc = conf_set(conf, cfg->kafka_props[i].name, cfg->kafka_props[i].value, errstr,
+                      errstr_size);
+    if (rc) {
+        rd_kafka_conf_destroy(conf);
+        goto err;
+    }
+    bus->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerr, sizeof(kerr));
+    if (!bus->consumer) {
+        rd_kafka_conf_destroy(conf);
+        flowd_seterr(errstr, errstr_size, FLOWD_ERR_KAFKA, "cannot create Kafka consumer: %s",
+                     kerr);
+        goto err;
+    }
+    rd_kafka_poll_set_consumer(bus->consumer);
+    bus->consumer_q = rd_kafka_queue_get_consumer(bus->consumer);
+
+    if (!bus->mcluster) {
+        char *id = rd_kafka_clusterid(bus->producer, 5000);
+        snprintf(bus->epoch, sizeof(bus->epoch), "%s", id ? id : "cluster");
+        if (id)
+            rd_kafka_mem_free(bus->producer, id);
+    }
+    return bus;
+err:
+    bus_free(bus, 0);
+    return NULL;
+}
+
+void bus_free(struct bus *bus, int flush_ms)
+{
+    if (!bus)
+        return;
+    if (bus->consumer_q)
+        rd_kafka_queue_destroy(bus->consumer_q);
+    if (bus->consumer) {
+        rd_kafka_consumer_close(bus->consumer);
+        rd_kafka_destroy(bus->consumer);
+    }
+    if (bus->producer) {
+        if (flush_ms > 0 && rd_kafka_flush(bus->producer, flush_ms) != 0)
+            FLOWD_LOG(LOG_WARN, LOG_SUB_KAFKA,
+                      "%d message(s) not confirmed at shutdown; they stay in the outbox and are "
+                      "re-sent on the next start",
+                      rd_kafka_outq_len(bus->producer));
+        rd_kafka_destroy(bus->producer);
+    }
+    if (bus->mcluster)
+        rd_kafka_mock_cluster_destroy(bus->mcluster);
+    if (bus->mock_rk)
+        rd_kafka_destroy(bus->mock_rk);
+    free(bus->bootstrap);
+    free(bus);
+}
+
+const char *bus_bootstrap(const struct bus *bus)
+{
+    return bus->bootstrap;
+}
+
+int bus_is_embedded(const struct bus *bus)
+{
+    return bus->mcluster != NULL;
+}
+
+const char *bus_cluster_epoch(const struct bus *bus)
+{
+    return bus->epoch;
+}
+
+void bus_ensure_topic(struct bus *bus, const char *topic)
+{
+    if (!bus->mcluster)
+        return;
+    int rf = bus->cfg->embedded_brokers < 3 ? (int)bus->cfg->embedded_brokers : 3;
+    rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(
+        bus->mcluster, topic, (int)bus->cfg->embedded_partitions, rf);
+    if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+        FLOWD_LOG(LOG_WARN, LOG_SUB_KAFKA, "cannot create topic %s: %s", topic,
+                  rd_kafka_err2str(err));
+}
+
+int bus_subscribe(struct bus *bus, char *errstr, size_t errstr_size)
+{
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, bus->cfg->subscription_regex,
+                                      RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(bus->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err)
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_KAFKA, "cannot subscribe to %s: %s",
+                            bus->cfg->subscription_regex, rd_kafka_err2str(err));
+    FLOWD_LOG(LOG_INFO, LOG_SUB_KAFKA, "consuming topics matching %s",
+              bus->cfg->subscription_regex);
+    return 0;
+}
+
+size_t bus_consume(struct bus *bus, rd_kafka_message_t **msgs, size_t max, int timeout_ms)
+{
+    size_t n = 0;
+    while (n < max) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(bus->consumer, n ? 0 : timeout_ms);
+        if (!m)
+            break;
+        if (m->err) {
+            /* a regex subscription with no matching topic yet is normal, not a problem */
+            if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+                FLOWD_LOG(LOG_DEBUG, LOG_SUB_KAFKA, "consumer: %s", rd_kafka_message_errstr(m));
+            else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                FLOWD_LOG(LOG_WARN, LOG_SUB_KAFKA, "consumer: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            if (n)
+                break;
+            continue;
+        }
+        atomic_store(&bus->ready, 1);
+        msgs[n++] = m;
+    }
+    return n;
+}
+
+/* Builds the list of (topic, partition, offset) with, per partition, the lowest (first = 1) or
+ * the highest + 1 (first = 0) offset of msgs. */
+static rd_kafka_topic_partition_list_t *offsets_of(rd_kafka_message_t *const *msgs,
+                                                   size_t n,
+                                                   int first)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)(n < 16 ? n : 16));
+    for (size_t i = 0; i < n; i++) {
+        const char *t = rd_kafka_topic_name(msgs[i]->rkt);
+        int64_t off = first ? msgs[i]->offset : msgs[i]->offset + 1;
+        rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(l, t,
+                                                                           msgs[i]->partition);
+        if (!p)
+            rd_kafka_topic_partition_list_add(l, t, msgs[i]->partition)->offset = off;
+        else if (first ? off < p->offset : off > p->offset)
+            p->offset = off;
+    }
+    return l;
+}
+
+void bus_commit(struct bus *bus, rd_kafka_message_t *const *msgs, size_t n)
+{
+    if (!n)
+        return;
+    rd_kafka_topic_partition_list_t *l = offsets_of(msgs, n, 0);
+    rd_kafka_resp_err_t err = rd_kafka_commit(bus->consumer, l, 1);
+    if (err)
+        FLOWD_LOG(LOG_WARN, LOG_SUB_KAFKA,
+                  "offset commit failed: %s (messages will be re-delivered and dropped as "
+                  "duplicates)",
+                  rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+void bus_rewind(struct bus *bus, rd_kafka_message_t *const *msgs, size_t n)
+{
+    if (!n)
+        return;
+    rd_kafka_topic_partition_list_t *l = offsets_of(msgs, n, 1);
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(bus->consumer, l, 5000);
+    if (e) {
+        FLOWD_LOG(LOG_ERROR, LOG_SUB_KAFKA, "cannot rewind the consumer: %s",
+                  rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+void bus_wakeup(struct bus *bus)
+{
+    rd_kafka_queue_yield(bus->consumer_q);
+}
+
+int bus_produce(struct bus *bus,
+                const char *topic,
+                const char *key,
+                const void *value,
+                size_t value_len,
+                const struct bus_header *hdrs,
+                size_t nhdrs,
+                int64_t outbox_id)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(nhdrs);
+    for (size_t i = 0; i < nhdrs; i++)
+        rd_kafka_header_add(h, hdrs[i].name, -1, hdrs[i].value, (ssize_t)hdrs[i].value_len);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        bus->producer, RD_KAFKA_V_TOPIC(topic),
+        RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+        RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE((void *)(intptr_t)outbox_id), RD_KAFKA_V_END);
+    if (err) {
+        rd_kafka_headers_destroy(h);
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            return FLOWD_ERR_AGAIN;
+        FLOWD_LOG(LOG_ERROR, LOG_SUB_KAFKA, "cannot produce to %s: %s", topic,
+                  rd_kafka_err2str(err));
+        return FLOWD_ERR_KAFKA;
+    }
+    bus->in_flight++;
+    return 0;
+}
+
+void bus_poll(struct bus *bus, int timeout_ms)
+{
+    rd_kafka_poll(bus->producer, timeout_ms);
+}
+
+int bus_in_flight(const struct bus *bus)
+{
+    return bus->in_flight;
+}
+
+int bus_ready(const struct bus *bus)
+{
+    return atomic_load(&bus->ready);
+}
+
+const char *bus_header(const rd_kafka_message_t *msg, const char *name, size_t *len, int *count)
+{
+    rd_kafka_headers_t *h = NULL;
+    *count = 0;
+    if (rd_kafka_message_headers(msg, &h) || !h)
+        return NULL;
+    const void *val = NULL, *v;
+    size_t sz;
+    for (size_t idx = 0; rd_kafka_header_get(h, idx, name, &v, &sz) == 0; idx++) {
+        if (!val) {
+            val = v;
+            *len = sz;
+        }
+        (*count)++;
+    }
+    return val;
+}

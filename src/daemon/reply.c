@@ -1,0 +1,199 @@
+/* reply.c - what happens to one consumed message: size, dedup, decoding, correlation, delivery.
+ *
+ * Anything that cannot be delivered goes to the dead-letter topic with a `reason` header:
+ * too-large, invalid-utf8, not-json, no-correlation, bad-correlation, unknown-instance,
+ * instance-finished, no-waiting-node. Duplicates (same messageId, or the same offset of the same
+ * cluster incarnation) are dropped and counted.
+ */
+#include "daemon.h"
+
+#include "../common/err.h"
+#include "../common/log.h"
+#include "../common/mem.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/banned.h"
+
+/* Copies a header value into out (NUL-terminated); 0 if absent; -1 if too long or has a NUL. */
+static int header_str(const rd_kafka_message_t *msg,
+                      const char *name,
+                      char *out,
+                      size_t size,
+                      int *count)
+{
+    size_t len = 0;
+    const char *v = bus_header(msg, name, &len, count);
+    if (!v)
+        return 0;
+    if (len >= size || memchr(v, '\0', len))
+        return -1;
+    memcpy(out, v, len);
+    out[len] = '\0';
+    return 1;
+}
+
+static int inbox_key(struct daemon *d, const rd_kafka_message_t *msg, char *key, size_t size)
+{
+    char mid[300];
+    int cnt;
+    if (header_str(msg, "messageId", mid, sizeof(mid), &cnt) == 1 && cnt == 1 && mid[0])
+        return snprintf(key, size, "m:%s", mid) < (int)size ? 0 : -1;
+    snprintf(key, size, "o:%s/%s/%d/%lld", bus_cluster_epoch(d->bus),
+             rd_kafka_topic_name(msg->rkt), (int)msg->partition, (long long)msg->offset);
+    return 0;
+}
+
+/* Finds the instance id from processInstanceUuid or processInstanceId. Returns 0 and *id, or a
+ * dead-letter reason with detail. */
+static const char *correlate(struct daemon *d,
+                             const rd_kafka_message_t *msg,
+                             int64_t *id,
+                             char *detail,
+                             size_t dsize,
+                             int *err)
+{
+    char val[128];
+    int cnt = 0;
+    *err = 0;
+    int has = header_str(msg, "processInstanceId", val, sizeof(val), &cnt);
+    if (has != 0) {
+        if (cnt > 1) {
+            snprintf(detail, dsize, "header processInstanceId appears %d times", cnt);
+            return "bad-correlation";
+        }
+        char *end;
+        errno = 0;
+        long long v = has == 1 ? strtoll(val, &end, 10) : 0;
+        if (has < 0 || !val[0] || *end || errno || v <= 0) {
+            snprintf(detail, dsize, "header processInstanceId '%.60s' is not a positive integer",
+                     has < 0 ? "(too long or binary)" : val);
+            return "bad-correlation";
+        }
+        *id = v;
+        return NULL;
+    }
+    char uuid[64];
+    has = header_str(msg, "processInstanceUuid", uuid, sizeof(uuid), &cnt);
+    if (has == 1 && cnt == 1 && uuid[0]) {
+        int rc = d->store.m->x_instance_id_by_uuid(d->store.st, uuid, id);
+        if (rc == FLOWD_ERR_NOTFOUND) {
+            snprintf(detail, dsize, "no instance has processInstanceUuid %s", uuid);
+            return "unknown-instance";
+        }
+        if (rc) {
+            *err = rc;
+            return NULL;
+        }
+        return NULL;
+    }
+    if (has != 0) {
+        snprintf(detail, dsize, "header processInstanceUuid is empty, duplicated or malformed");
+        return "bad-correlation";
+    }
+    snprintf(detail, dsize,
+             "the message has neither a processInstanceId nor a processInstanceUuid header");
+    return "no-correlation";
+}
+
+int reply_handle(struct daemon *d, struct batch *b, const rd_kafka_message_t *msg)
+{
+    atomic_fetch_add(&d->n.received, 1);
+    char detail[FLOWD_ERRSTR_SIZE + 64];
+    const char *topic = rd_kafka_topic_name(msg->rkt);
+
+    char key[400];
+    if (inbox_key(d, msg, key, sizeof(key)) == 0) {
+        int seen = d->store.m->x_inbox_check_add(d->store.st, key, b->now);
+        if (seen < 0)
+            return seen;
+        if (seen) {
+            atomic_fetch_add(&d->n.duplicates, 1);
+            FLOWD_LOG(LOG_DEBUG, LOG_SUB_ENGINE, "dropped duplicate %s from %s", key, topic);
+            return 0;
+        }
+    }
+
+    if ((int64_t)msg->len > d->cfg->message_max_bytes) {
+        snprintf(detail, sizeof(detail), "message of %zu bytes on %s is over kafka.message.max-bytes (%lld)",
+                 msg->len, topic, (long long)d->cfg->message_max_bytes);
+        return batch_dead_letter(b, msg, 0, "too-large", detail);
+    }
+    if (!msg->payload || !json_utf8_valid(msg->payload, msg->len)) {
+        snprintf(detail, sizeof(detail), "the value on %s is %s", topic,
+                 msg->payload ? "not valid UTF-8" : "empty (null)");
+        return batch_dead_letter(b, msg, 0, msg->payload ? "invalid-utf8" : "not-json", detail);
+    }
+    char perr[FLOWD_ERRSTR_SIZE];
+    cJSON *body = json_parse(msg->payload, msg->len, perr, sizeof(perr));
+    if (!body) {
+        snprintf(detail, sizeof(detail), "the value on %s is %s", topic, perr);
+        return batch_dead_letter(b, msg, 0, "not-json", detail);
+    }
+
+    int64_t id = 0;
+    int err = 0;
+    const char *reason = correlate(d, msg, &id, detail, sizeof(detail), &err);
+    if (err) {
+        cJSON_Delete(body);
+        return err;
+    }
+    if (reason) {
+        cJSON_Delete(body);
+        return batch_dead_letter(b, msg, 0, reason, detail);
+    }
+
+    char state[32];
+    struct engine_instance *inst = batch_instance(b, id, state, sizeof(state), &err);
+    if (err) {
+        cJSON_Delete(body);
+        return err;
+    }
+    if (!inst) {
+        cJSON_Delete(body);
+        if (state[0]) {
+            snprintf(detail, sizeof(detail), "instance %lld is already %s", (long long)id, state);
+            return batch_dead_letter(b, msg, id, "instance-finished", detail);
+        }
+        snprintf(detail, sizeof(detail), "no instance %lld", (long long)id);
+        return batch_dead_letter(b, msg, 0, "unknown-instance", detail);
+    }
+
+    char dest[128], action[128];
+    int cnt;
+    struct engine_event ev = {.topic = topic, .body = body};
+    if (header_str(msg, "destinationId", dest, sizeof(dest), &cnt) == 1 && dest[0])
+        ev.destination_id = dest;
+    if (header_str(msg, "callbacksForAction", action, sizeof(action), &cnt) == 1 && action[0])
+        ev.callback_action = action;
+
+    const struct engine_def *def = registry_get(&d->reg, inst->def_key, inst->def_version);
+    if (!def) {
+        cJSON_Delete(body);
+        snprintf(detail, sizeof(detail), "definition %s version %d of instance %lld is not loaded",
+                 inst->def_key, inst->def_version, (long long)id);
+        return batch_dead_letter(b, msg, id, "no-waiting-node", detail);
+    }
+    struct engine_effects fx = ENGINE_EFFECTS_INIT;
+    char eerr[FLOWD_ERRSTR_SIZE] = "";
+    int rc = engine_deliver(def, inst, &ev, b->now, &fx, eerr, sizeof(eerr));
+    cJSON_Delete(body);
+    if (rc == FLOWD_ERR_STATE || rc == FLOWD_ERR_NOWAIT) {
+        engine_effects_clear(&fx);
+        snprintf(detail, sizeof(detail), "instance %lld: %s", (long long)id, eerr);
+        return batch_dead_letter(b, msg, id,
+                                 rc == FLOWD_ERR_STATE ? "instance-finished" : "no-waiting-node",
+                                 detail);
+    }
+    if (rc) {
+        engine_effects_clear(&fx);
+        snprintf(detail, sizeof(detail), "instance %lld: %s", (long long)id, eerr);
+        return batch_dead_letter(b, msg, id, "rejected", detail);
+    }
+    rc = batch_apply(b, inst, &fx);
+    engine_effects_clear(&fx);
+    return rc;
+}

@@ -1,0 +1,209 @@
+/* engine.h - the pure process engine: definitions, instances, and the step function.
+ *
+ * No I/O, no threads, no clock reads: time (`now_ms`) and ids come in as arguments, and what the
+ * world must do comes out as data (struct engine_effects). The daemon persists the instance and
+ * the effects in one store transaction, then publishes the messages.
+ *
+ * Ownership: engine_def is immutable after parsing and may be shared read-only between threads.
+ * An engine_instance is owned by its caller and mutated only by engine_start/engine_deliver.
+ */
+#ifndef FLOWD_ENGINE_H
+#define FLOWD_ENGINE_H
+
+#include "../common/json.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Values substituted for ${prefix} / ${suffix} in topic, body and header templates. */
+struct engine_env {
+    const char *prefix;
+    const char *suffix;
+};
+
+/* ---- definitions ---------------------------------------------------------------------- */
+
+enum engine_node_type {
+    ENGINE_NODE_START,
+    ENGINE_NODE_END,
+    ENGINE_NODE_TASK,             /* runs its actions, goes on */
+    ENGINE_NODE_SEND,             /* message send task: runs its kafka_send actions, goes on */
+    ENGINE_NODE_RECEIVE,          /* message receive task: waits for a reply on its topics */
+    ENGINE_NODE_EXCLUSIVE_GATEWAY,
+};
+
+struct engine_def;
+
+/* Parses and validates a definition (JSON text of len bytes). Returns NULL and a sentence
+ * naming the node and the problem in errstr, e.g. "node 'decide': route 1 condition: unknown
+ * operator '=<' at position 12". ${prefix}/${suffix} in receive topics are resolved with env. */
+struct engine_def *engine_def_parse(const char *json,
+                                    size_t len,
+                                    const struct engine_env *env,
+                                    char *errstr,
+                                    size_t errstr_size);
+void engine_def_free(struct engine_def *def);
+
+const char *engine_def_key(const struct engine_def *def);
+const char *engine_def_name(const struct engine_def *def);
+/* The deployment's version and uuid are set by whoever stores it (the daemon), once. */
+void engine_def_set_version(struct engine_def *def, int version, const char *uuid);
+int engine_def_version(const struct engine_def *def);
+const char *engine_def_uuid(const struct engine_def *def);
+/* Number of (receive node, topic) pairs and the i-th one (borrowed strings): the daemon checks
+ * that each topic matches the engine subscription pattern. */
+size_t engine_def_receive_topic_count(const struct engine_def *def);
+const char *engine_def_receive_topic(const struct engine_def *def, size_t i, const char **node_id);
+
+/* ---- instances ------------------------------------------------------------------------ */
+
+enum engine_state { ENGINE_STARTED, ENGINE_FINISHED, ENGINE_FAILED, ENGINE_TERMINATED };
+
+/* Token states, with FlowX's names where they exist. */
+enum engine_token_state { ENGINE_TOKEN_ACTIVE, ENGINE_TOKEN_WAITING_MESSAGE };
+
+struct engine_token {
+    char *node_id;                 /* the node the token is at */
+    enum engine_token_state state;
+    char **outstanding;            /* messageIds sent and not yet answered (re-sent on restart) */
+    size_t noutstanding;
+};
+
+struct engine_instance {
+    int64_t id;
+    char uuid[37];
+    char *def_key;
+    int def_version;
+    enum engine_state state;
+    cJSON *data;                   /* owned; an object */
+    int64_t started_ms, updated_ms, ended_ms;
+    uint32_t seq;                  /* number of history rows written so far */
+    struct engine_token *tokens;   /* live tokens (empty when the instance ended) */
+    size_t ntokens;
+    char *error;                   /* why it FAILED, or NULL */
+};
+
+const char *engine_state_name(enum engine_state state);           /* "STARTED", ... */
+const char *engine_token_state_name(enum engine_token_state state); /* "ACTIVE", "WAITING_MESSAGE" */
+
+void engine_instance_free(struct engine_instance *inst);
+/* Serializes the whole instance (for the store). Caller frees. */
+char *engine_instance_to_json(const struct engine_instance *inst);
+/* Inverse of engine_instance_to_json; NULL and errstr on bad input. */
+struct engine_instance *engine_instance_from_json(const char *json,
+                                                  size_t len,
+                                                  char *errstr,
+                                                  size_t errstr_size);
+/* JSON view for the API: {id, uuid, processKey, version, state, startedAt..., tokens:[{node,state}],
+ * data}. Caller cJSON_Deletes. */
+cJSON *engine_instance_view(const struct engine_instance *inst);
+
+/* ---- effects -------------------------------------------------------------------------- */
+
+struct engine_header {
+    char *name;
+    char *value;
+};
+
+/* A message to publish (through the outbox). */
+struct engine_message {
+    char *topic;
+    char *key;                     /* the process instance id, decimal */
+    char *value;                   /* JSON */
+    struct engine_header *headers;
+    size_t nheaders;
+    char *message_id;              /* unique per logical message, stable across re-sends */
+    char *node_id;                 /* the send node */
+};
+
+/* One row of history: every transition of every token. */
+struct engine_history {
+    uint32_t seq;                  /* 1, 2, 3... per instance */
+    char *node_id;
+    char *state;                   /* STARTED, ENTERED, WAITING_MESSAGE, MESSAGE_RECEIVED,
+                                      MESSAGE_SENT, TAKEN(route), FINISHED, FAILED, ... */
+    int64_t at_ms;
+    char *detail;                  /* free text or NULL */
+};
+
+struct engine_effects {
+    struct engine_message *msgs;
+    size_t nmsgs, msgs_cap;
+    struct engine_history *hist;
+    size_t nhist, hist_cap;
+    int ended;                     /* the instance reached FINISHED/FAILED in this step */
+};
+
+#define ENGINE_EFFECTS_INIT {NULL, 0, 0, NULL, 0, 0, 0}
+void engine_effects_clear(struct engine_effects *fx);   /* frees contents, back to INIT */
+void engine_message_free_fields(struct engine_message *msg);
+
+/* ---- the step function ---------------------------------------------------------------- */
+
+/* Creates an instance of def (whose version is set) with id/uuid and initial data (taken), runs
+ * it until every token waits or the instance ends, and appends the effects. */
+int engine_start(const struct engine_def *def,
+                 int64_t id,
+                 const char *uuid,
+                 cJSON *data,
+                 int64_t now_ms,
+                 struct engine_instance **out,
+                 struct engine_effects *fx,
+                 char *errstr,
+                 size_t errstr_size);
+
+/* A reply for an instance. */
+struct engine_event {
+    const char *topic;             /* the topic it arrived on */
+    const char *destination_id;    /* `destinationId` header, or NULL */
+    const char *callback_action;   /* `callbacksForAction` header, or NULL */
+    const cJSON *body;             /* parsed value (borrowed) */
+};
+
+/* Delivers a reply to inst: picks the waiting token (destinationId, else callbacksForAction,
+ * else the receive node listening on ev->topic), stores the body under data.<keyName>, and runs
+ * on until every token waits or the instance ends.
+ * Returns 0; FLOWD_ERR_STATE if the instance is not STARTED; FLOWD_ERR_NOWAIT if no token waits
+ * for this message. On error inst is unchanged and errstr says why. */
+int engine_deliver(const struct engine_def *def,
+                   struct engine_instance *inst,
+                   const struct engine_event *ev,
+                   int64_t now_ms,
+                   struct engine_effects *fx,
+                   char *errstr,
+                   size_t errstr_size);
+
+/* ---- templates (exposed for tests and the fuzzer) ------------------------------------- */
+
+struct engine_tpl_ctx {
+    const struct engine_env *env;
+    int64_t instance_id;
+    const char *instance_uuid;
+    const char *def_key;
+    const cJSON *data;
+};
+
+enum engine_tpl_mode {
+    ENGINE_TPL_TEXT,               /* topic, header: values as plain text */
+    ENGINE_TPL_JSON,               /* body: values as JSON, escaped inside string literals */
+};
+
+/* Renders tpl. In JSON mode the result is checked to be valid JSON. Caller frees. NULL and
+ * errstr on an unknown variable or (JSON mode) a result that is not JSON. */
+char *engine_tpl_render(const char *tpl,
+                        enum engine_tpl_mode mode,
+                        const struct engine_tpl_ctx *ctx,
+                        char *errstr,
+                        size_t errstr_size);
+
+/* ---- conditions ----------------------------------------------------------------------- */
+
+struct engine_expr;
+/* Parses a condition such as `data.score.approved == true and data.amount < 1000`.
+ * NULL and "position N: reason" in errstr on error. */
+struct engine_expr *engine_expr_parse(const char *src, char *errstr, size_t errstr_size);
+/* 1 true, 0 false (missing paths are null; comparisons of different types are false). */
+int engine_expr_eval(const struct engine_expr *expr, const cJSON *data);
+void engine_expr_free(struct engine_expr *expr);
+
+#endif

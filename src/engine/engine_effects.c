@@ -1,0 +1,55 @@
+/* engine_effects.c - the effect lists the step function fills, and state names. */
+#include "engine.h"
+
+#include "../common/mem.h"
+
+#include <stdlib.h>
+
+const char *engine_state_name(enum engine_state state)
+{
+    switch (state) {
+    case ENGINE_STARTED: return "STARTED";
+    case ENGINE_FINISHED: return "FINISHED";
+    case ENGINE_FAILED: return "FAILED";
+    case ENGINE_TERMINATED: return "TERMINATED";
+    }
+    return "UNKNOWN";
+}
+
+const char *engine_token_state_name(enum engine_token_state state)
+{
+    switch (state) {
+    case ENGINE_TOKEN_ACTIVE: return "ACTIVE";
+    case ENGINE_TOKEN_WAITING_MESSAGE: return "WAITING_MESSAGE";
+    }
+    return "UNKNOWN";
+}
+
+void engine_message_free_fields(struct engine_message *msg)
+{
+    free(msg->topic);
+    free(msg->key);
+    free(msg->value);
+    for (size_t i = 0; i < msg->nheaders; i++) {
+        free(msg->headers[i].name);
+        free(msg->headers[i].value);
+    }
+    free(msg->headers);
+    free(msg->message_id);
+    free(msg->node_id);
+}
+
+void engine_effects_clear(struct engine_effects *fx)
+{
+    for (size_t i = 0; i < fx->nmsgs; i++)
+        engine_message_free_fields(&fx->msgs[i]);
+    free(fx->msgs);
+    for (size_t i = 0; i < fx->nhist; i++) {
+        free(fx->hist[i].node_id);
+        free(fx->hist[i].state);
+        free(fx->hist[i].detail);
+    }
+    free(fx->hist);
+    struct engine_effects empty = ENGINE_EFFECTS_INIT;
+    *fx = empty;
+}

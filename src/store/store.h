@@ -1,0 +1,123 @@
+/* store.h - durable state behind one versioned vtable (SQLite `sqlite3_io_methods` style).
+ *
+ * Tables: definitions (key, version, uuid, json), instances (id, uuid, key, version, state,
+ * blob = engine_instance_to_json), history, outbox (messages to publish), inbox (keys of consumed
+ * messages, for dedup). Everything between store_begin() and store_commit() is one transaction.
+ * Backends: store_sqlite.c (default). A store handle is used by one thread at a time.
+ */
+#ifndef FLOWD_STORE_H
+#define FLOWD_STORE_H
+
+#include "../engine/engine.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+
+struct store_options {
+    const char *path;              /* sqlite: database file */
+    const char *synchronous;       /* sqlite: "FULL" (default) or "NORMAL" */
+};
+
+struct store_def_row {
+    const char *key;
+    int version;
+    const char *uuid;
+    const char *json;
+    int64_t created_ms;
+};
+
+struct store_instance_row {
+    int64_t id;
+    const char *uuid;
+    const char *def_key;
+    int def_version;
+    const char *state;             /* engine_state_name() */
+    const char *blob;              /* engine_instance_to_json() */
+    int64_t started_ms, updated_ms;
+};
+
+struct store_outbox_row {
+    int64_t id;
+    int64_t instance_id;           /* 0 for dead letters not tied to an instance */
+    const char *message_id;
+    const char *topic;
+    const char *key;               /* may be NULL */
+    const char *value;             /* may be NULL (tombstone) */
+    size_t value_len;
+    const char *headers;           /* JSON array of [name, value] pairs */
+};
+
+/* Callbacks return 0 to go on, non-zero to stop the scan (that value is returned). */
+typedef int(store_def_cb)(void *ctx, const struct store_def_row *row);
+typedef int(store_instance_cb)(void *ctx, const struct store_instance_row *row);
+typedef int(store_history_cb)(void *ctx, const struct engine_history *row);
+typedef int(store_outbox_cb)(void *ctx, const struct store_outbox_row *row);
+
+struct store_methods {
+    int version;                   /* 1 */
+    const char *name;              /* "sqlite" */
+    int (*x_open)(const struct store_options *opt, struct store **out, char *errstr, size_t n);
+    void (*x_close)(struct store *st);
+
+    int (*x_begin)(struct store *st);
+    int (*x_commit)(struct store *st);
+    int (*x_rollback)(struct store *st);
+
+    /* Stores a definition. If the newest version of key has identical json, nothing is written
+     * and *version and *uuid_out return that one with *created = 0; otherwise version = newest + 1
+     * and uuid is the new_uuid given. uuid_out (37 bytes) may be NULL. */
+    int (*x_def_put)(struct store *st, const char *key, const char *json, const char *new_uuid,
+                     int64_t now_ms, int *version, int *created, char *uuid_out);
+    /* Every version of every definition, oldest first. */
+    int (*x_def_scan)(struct store *st, store_def_cb *cb, void *ctx);
+
+    /* Highest instance id in use (0 when none): the daemon allocates above it. */
+    int (*x_instance_max_id)(struct store *st, int64_t *max_id);
+    /* Insert or replace. */
+    int (*x_instance_put)(struct store *st, const struct store_instance_row *row);
+    /* FLOWD_ERR_NOTFOUND if absent. *blob is malloc'ed; caller frees. */
+    int (*x_instance_get)(struct store *st, int64_t id, char **blob);
+    int (*x_instance_id_by_uuid)(struct store *st, const char *uuid, int64_t *id);
+    /* Instances in state STARTED, in id order. */
+    int (*x_instance_scan_active)(struct store *st, store_instance_cb *cb, void *ctx);
+    /* Counts per state name, e.g. for /metrics: cb gets (state, count). */
+    int (*x_instance_count_by_state)(struct store *st,
+                                     int (*cb)(void *ctx, const char *state, int64_t n),
+                                     void *ctx);
+
+    int (*x_history_add)(struct store *st, int64_t instance_id, const struct engine_history *h);
+    int (*x_history_scan)(struct store *st, int64_t instance_id, store_history_cb *cb, void *ctx);
+
+    /* Adds a message to publish; *id gets its row id. */
+    int (*x_outbox_add)(struct store *st, const struct store_outbox_row *row, int64_t now_ms,
+                        int64_t *id);
+    /* Unsent rows in id order, at most limit. */
+    int (*x_outbox_scan_unsent)(struct store *st, size_t limit, store_outbox_cb *cb, void *ctx);
+    int (*x_outbox_mark_sent)(struct store *st, const int64_t *ids, size_t n, int64_t now_ms);
+    /* Marks the row(s) with message_id unsent again (re-publish). Returns the number in *n. */
+    int (*x_outbox_requeue)(struct store *st, const char *message_id, int *n);
+    /* Deletes sent rows older than before_ms. */
+    int (*x_outbox_purge)(struct store *st, int64_t before_ms);
+
+    /* Inbox: if key was seen returns 1; else records it and returns 0. Negative on error. */
+    int (*x_inbox_check_add)(struct store *st, const char *key, int64_t now_ms);
+    int (*x_inbox_purge)(struct store *st, int64_t before_ms);
+};
+
+/* The backends. */
+extern const struct store_methods store_sqlite_methods;
+
+/* Routes SQLite's own log (SQLITE_CONFIG_LOG) into FLOWD_LOG. Call once before any other sqlite3
+ * use in the process; idempotent and thread-safe (x_open calls it too).
+ * @thread Safe to call from any thread. */
+void store_sqlite_global_init(void);
+
+/* Handle passed around by the daemon: methods + backend state. */
+struct store_handle {
+    const struct store_methods *m;
+    struct store *st;
+};
+
+#endif
