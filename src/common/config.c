@@ -513,7 +513,7 @@ int config_set_from(struct flowd_config *cfg,
         set_kprop(cfg->priv, name, value, src, origin);
         return 0;
     }
-    size_t i;
+    size_t i = 0;
     prop_find(name, &i);
     struct config_val *v = &cfg->priv->vals[i];
     if (src >= v->src)
@@ -779,7 +779,7 @@ static int check_topic_chars(const char *key,
 static int
 derive(struct flowd_config *c, const struct config_priv *priv, char *errstr, size_t errstr_size)
 {
-    size_t ipre, isuf, ipat;
+    size_t ipre = 0, isuf = 0, ipat = 0;
     prop_find("kafka.topic.naming.prefix", &ipre);
     prop_find("kafka.topic.naming.suffix", &isuf);
     prop_find("kafka.topic.pattern", &ipat);

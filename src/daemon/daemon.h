@@ -88,6 +88,7 @@ struct daemon {
     pthread_mutex_t q_lock;
     pthread_cond_t q_done;
     struct request *q_head, *q_tail;
+    int loop_done;                /* under q_lock: the loop takes no more requests */
 
     /* delivered outbox ids, filled by the delivery callback, drained in the next batch */
     int64_t *sent_ids;

@@ -31,6 +31,12 @@ void loop_submit(struct daemon *d, struct request *req)
     req->done = 0;
     req->next = NULL;
     pthread_mutex_lock(&d->q_lock);
+    if (d->loop_done) {
+        pthread_mutex_unlock(&d->q_lock);
+        req->rc = FLOWD_ERR_AGAIN;
+        snprintf(req->errstr, sizeof(req->errstr), "flowd is shutting down");
+        return;
+    }
     if (d->q_tail)
         d->q_tail->next = req;
     else
@@ -572,7 +578,10 @@ void loop_run(struct daemon *d)
     for (size_t i = 0; i < nmsgs; i++)
         rd_kafka_message_destroy(msgs[i]);
     free(msgs);
-    /* answer anything still queued */
+    /* answer anything still queued, and refuse what comes later */
+    pthread_mutex_lock(&d->q_lock);
+    d->loop_done = 1;
+    pthread_mutex_unlock(&d->q_lock);
     struct request *reqs = take_requests(d);
     for (struct request *r = reqs; r; r = r->next) {
         r->rc = FLOWD_ERR_AGAIN;

@@ -1,0 +1,60 @@
+/* store_schema.c - the SQLite schema, as an ordered list of migration scripts.
+ *
+ * store_sqlite.c applies the scripts above the database's PRAGMA user_version in one
+ * transaction at open and sets user_version to their count. Append, never edit: a database made
+ * by an older flowd must reach the same schema as a fresh one.
+ */
+#include "store_int.h"
+
+#include "../common/banned.h"
+
+const char *const store_sqlite_migrations[] = {
+    /* 0 -> 1: the initial schema. */
+    "CREATE TABLE definitions ("
+    "  key TEXT NOT NULL,"
+    "  version INTEGER NOT NULL,"
+    "  uuid TEXT NOT NULL,"
+    "  json TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (key, version));"
+
+    "CREATE TABLE instances ("
+    "  id INTEGER PRIMARY KEY,"
+    "  uuid TEXT NOT NULL UNIQUE,"
+    "  def_key TEXT NOT NULL,"
+    "  def_version INTEGER NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  blob TEXT NOT NULL,"
+    "  started_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL);"
+    "CREATE INDEX instances_state ON instances (state);"
+
+    "CREATE TABLE history ("
+    "  instance_id INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  node_id TEXT,"
+    "  state TEXT NOT NULL,"
+    "  at_ms INTEGER NOT NULL,"
+    "  detail TEXT,"
+    "  PRIMARY KEY (instance_id, seq)) WITHOUT ROWID;"
+
+    "CREATE TABLE outbox ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  instance_id INTEGER NOT NULL,"
+    "  message_id TEXT NOT NULL,"
+    "  topic TEXT NOT NULL,"
+    "  key TEXT,"
+    "  value BLOB,"
+    "  headers TEXT,"
+    "  created_ms INTEGER NOT NULL,"
+    "  sent_ms INTEGER);"
+    "CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_ms IS NULL;"
+    "CREATE INDEX outbox_message_id ON outbox (message_id);"
+
+    "CREATE TABLE inbox ("
+    "  key TEXT PRIMARY KEY,"
+    "  seen_ms INTEGER NOT NULL) WITHOUT ROWID;",
+};
+
+const int store_sqlite_schema_version =
+    (int)(sizeof(store_sqlite_migrations) / sizeof(store_sqlite_migrations[0]));
