@@ -1,0 +1,152 @@
+/* engine_int.h - the engine's internal model, shared by the files of src/engine only.
+ *
+ * A parsed definition is an array of nodes whose `next` references are resolved to indexes.
+ * Templates are compiled once at parse time into segments (literal text / variable), with
+ * ${prefix}, ${suffix} and ${processDefinitionKey} folded into the literal text, so rendering at
+ * run time is a walk over the segments. Conditions are compiled into a small tree.
+ */
+#ifndef FLOWD_ENGINE_INT_H
+#define FLOWD_ENGINE_INT_H
+
+#include "../common/buf.h"
+#include "engine.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Steps one engine_start/engine_deliver call may take before the instance is failed. */
+#define ENGINE_MAX_STEPS 10000
+/* Nesting depth limit of conditions (parentheses and `not`). */
+#define ENGINE_EXPR_MAX_DEPTH 64
+
+/* ---- templates ------------------------------------------------------------------------ */
+
+enum engine_tpl_var {
+    ENGINE_VAR_ID = 1 << 0,     /* ${processInstanceId} */
+    ENGINE_VAR_UUID = 1 << 1,   /* ${processInstanceUuid} */
+    ENGINE_VAR_KEY = 1 << 2,    /* ${processDefinitionKey} / ${processKey} (folded) */
+    ENGINE_VAR_PREFIX = 1 << 3, /* ${prefix} (folded) */
+    ENGINE_VAR_SUFFIX = 1 << 4, /* ${suffix} (folded) */
+    ENGINE_VAR_DATA = 1 << 5,   /* ${data} / ${data.path} */
+};
+
+struct engine_tpl_seg {
+    enum engine_tpl_var var; /* 0: literal text */
+    char *text;              /* literal text, or the data path ("" = the whole data) */
+    size_t len;
+    int in_string; /* JSON mode: the variable stands inside a string literal */
+};
+
+struct engine_tpl {
+    enum engine_tpl_mode mode;
+    struct engine_tpl_seg *segs;
+    size_t nsegs;
+    unsigned vars; /* every ENGINE_VAR_* the source used (folded ones too) */
+    int verified;  /* JSON mode: valid JSON whatever the values (no run-time check) */
+};
+
+/* Compiles src. Constant variables are folded using env and def_key (NULL: empty strings).
+ * Returns 0 or FLOWD_ERR_INVAL with "unknown variable '${x}'" etc. in errstr. */
+int engine_tpl_compile(const char *src,
+                       enum engine_tpl_mode mode,
+                       const struct engine_env *env,
+                       const char *def_key,
+                       struct engine_tpl **out,
+                       char *errstr,
+                       size_t errstr_size);
+void engine_tpl_free(struct engine_tpl *tpl);
+/* Appends the rendering to out. JSON mode: checks the result parses unless tpl is verified.
+ * Only ctx->instance_id, instance_uuid and data are read (the rest was folded). */
+int engine_tpl_render_buf(const struct engine_tpl *tpl,
+                          const struct engine_tpl_ctx *ctx,
+                          struct buf *out,
+                          char *errstr,
+                          size_t errstr_size);
+/* Renders with placeholder values into out (may be NULL) and, in JSON mode, checks the result
+ * parses; used at deploy time. Placeholders: in JSON mode a variable outside a string literal
+ * renders as null and one inside renders as nothing, so that a template that passes is valid
+ * JSON whatever the real values are (tpl->verified is then set). In TEXT mode: 0 for the id,
+ * a zero uuid, null for data. */
+int engine_tpl_check(struct engine_tpl *tpl, struct buf *out, char *errstr, size_t errstr_size);
+/* 1 if the template is a constant (no per-instance variable). */
+int engine_tpl_is_const(const struct engine_tpl *tpl);
+
+/* Is s a legal Kafka topic name ([A-Za-z0-9._-]{1,249})? */
+int engine_topic_valid(const char *s, size_t len);
+
+/* ---- definitions ---------------------------------------------------------------------- */
+
+struct engine_tpl_header {
+    char *name;
+    struct engine_tpl *value; /* TEXT */
+};
+
+struct engine_action {
+    char *name;
+    int order;
+    int optional;             /* a rendering failure skips the action instead of failing */
+    struct engine_tpl *topic; /* TEXT */
+    struct engine_tpl *body;  /* JSON */
+    struct engine_tpl_header *headers;
+    size_t nheaders;
+};
+
+struct engine_topic {
+    char *topic;    /* rendered with env at parse time */
+    char *key_name; /* dotted path under data where the reply lands */
+};
+
+struct engine_route {
+    char *cond_src;
+    struct engine_expr *cond;
+    char *next_id;
+    int next;
+};
+
+struct engine_node {
+    char *id;
+    enum engine_node_type type;
+    char *next_id;                 /* NULL when absent */
+    int next;                      /* index, or -1 */
+    struct engine_action *actions; /* kafka_send actions, sorted by order */
+    size_t nactions;
+    int reply_node; /* send/task: the node replies are for (next if receive, else self) */
+    struct engine_topic *topics; /* receive */
+    size_t ntopics;
+    char *response_timeout; /* receive: ISO 8601 duration or NULL */
+    int64_t timeout_ms;
+    struct engine_route *routes; /* exclusive gateway */
+    size_t nroutes;
+    char *default_id;
+    int default_next;
+};
+
+struct engine_rtopic {
+    size_t node;
+    size_t topic;
+};
+
+struct engine_def {
+    char *key;
+    char *name;
+    int version;
+    char uuid[37];
+    struct engine_node *nodes;
+    size_t nnodes;
+    int start;
+    struct engine_rtopic *rtopics;
+    size_t nrtopics;
+};
+
+/* Index of the node called id, or -1. */
+int engine_def_find(const struct engine_def *def, const char *id);
+
+/* Parses an ISO 8601 duration (PnW, PnDTnHnMn.nS); years and months are refused.
+ * Returns 0 and *ms, or FLOWD_ERR_INVAL with the reason. */
+int engine_duration_parse(const char *s, int64_t *ms, char *errstr, size_t errstr_size);
+
+/* ---- instances ------------------------------------------------------------------------ */
+
+void engine_token_release(struct engine_token *tok);
+
+#endif

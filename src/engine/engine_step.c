@@ -1,0 +1,416 @@
+/* engine_step.c - the state machine: engine_start() and engine_deliver().
+ *
+ * A token walks the graph from node to node until it waits (receive node) or the instance ends.
+ * Every transition appends a history row (seq = ++inst->seq) to the effects; every kafka_send
+ * action appends a message. Nothing here reads a clock or does I/O: `now_ms` and the ids come in.
+ *
+ * Message ids are "<instance uuid>:<node>:<action>:<seq>", seq being the history seq of the
+ * MESSAGE_SENT row, so a replayed step produces the same id and no two messages share one.
+ * A walk longer than ENGINE_MAX_STEPS without waiting fails the instance (loop guard); a
+ * rendering failure at run time fails the instance too (or, for an optional action, is recorded
+ * and skipped).
+ */
+#include "engine_int.h"
+
+#include "../common/clock.h"
+#include "../common/err.h"
+#include "../common/mem.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/banned.h"
+
+struct run {
+    const struct engine_def *def;
+    struct engine_instance *inst;
+    struct engine_effects *fx;
+    int64_t now;
+    int steps;
+};
+
+static void hist_add(struct run *r, const char *node_id, const char *state, char *detail)
+{
+    struct engine_effects *fx = r->fx;
+    if (fx->nhist == fx->hist_cap) {
+        fx->hist_cap = fx->hist_cap ? fx->hist_cap * 2 : 8;
+        fx->hist = flowd_xrealloc(fx->hist, fx->hist_cap * sizeof(*fx->hist));
+    }
+    struct engine_history *h = &fx->hist[fx->nhist++];
+    h->seq = ++r->inst->seq;
+    h->node_id = flowd_xstrdup(node_id);
+    h->state = flowd_xstrdup(state);
+    h->at_ms = r->now;
+    h->detail = detail;
+}
+
+static void clear_tokens(struct engine_instance *inst)
+{
+    for (size_t i = 0; i < inst->ntokens; i++)
+        engine_token_release(&inst->tokens[i]);
+    free(inst->tokens);
+    inst->tokens = NULL;
+    inst->ntokens = 0;
+}
+
+/* Ends the instance as FAILED; takes msg. */
+static void fail_instance(struct run *r, const char *node_id, char *msg)
+{
+    struct engine_instance *inst = r->inst;
+    inst->state = ENGINE_FAILED;
+    free(inst->error);
+    inst->error = msg;
+    inst->ended_ms = r->now;
+    hist_add(r, node_id, "FAILED", flowd_xstrdup(msg));
+    clear_tokens(inst);
+    r->fx->ended = 1;
+}
+
+static void set_token_node(struct engine_token *tok, const char *id)
+{
+    if (tok->node_id && strcmp(tok->node_id, id) == 0)
+        return;
+    free(tok->node_id);
+    tok->node_id = flowd_xstrdup(id);
+}
+
+static void add_header(struct engine_message *msg, const char *name, char *value)
+{
+    struct engine_header *h = &msg->headers[msg->nheaders++];
+    h->name = flowd_xstrdup(name);
+    h->value = value;
+}
+
+/* Renders one kafka_send action into a message. 0, or an error in errstr (nothing appended). */
+static int emit(struct run *r,
+                size_t ti,
+                const struct engine_node *n,
+                const struct engine_action *a,
+                char *errstr,
+                size_t errstr_size)
+{
+    struct engine_instance *inst = r->inst;
+    struct engine_tpl_ctx ctx = {NULL, inst->id, inst->uuid, inst->def_key, inst->data};
+    struct buf topic = BUF_INIT, body = BUF_INIT;
+    char why[FLOWD_ERRSTR_SIZE];
+    int rc = engine_tpl_render_buf(a->topic, &ctx, &topic, why, sizeof(why));
+    if (rc) {
+        flowd_seterr(errstr, errstr_size, rc, "topic: %s", why);
+        goto err;
+    }
+    if (!engine_topic_valid(topic.ptr, topic.len)) {
+        rc = flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                          "topic renders to '%.100s', not a valid Kafka topic name",
+                          buf_str(&topic));
+        goto err;
+    }
+    rc = engine_tpl_render_buf(a->body, &ctx, &body, why, sizeof(why));
+    if (rc) {
+        flowd_seterr(errstr, errstr_size, rc, "message: %s", why);
+        goto err;
+    }
+
+    uint32_t seq = inst->seq + 1; /* the seq of the MESSAGE_SENT row below */
+    char date[40];
+    clock_iso8601(inst->started_ms, date, sizeof(date));
+    struct engine_message msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.headers = flowd_xcalloc(9 + a->nheaders, sizeof(*msg.headers));
+    msg.topic = buf_detach(&topic);
+    msg.value = buf_detach(&body);
+    msg.key = flowd_xasprintf("%" PRId64, inst->id);
+    msg.message_id = flowd_xasprintf("%s:%s:%s:%" PRIu32, inst->uuid, n->id, a->name, seq);
+    msg.node_id = flowd_xstrdup(n->id);
+    add_header(&msg, "processInstanceId", flowd_xstrdup(msg.key));
+    add_header(&msg, "processInstanceUuid", flowd_xstrdup(inst->uuid));
+    add_header(&msg, "processDefinitionUuid", flowd_xstrdup(r->def->uuid));
+    add_header(&msg, "processStartDate", flowd_xstrdup(date));
+    add_header(&msg, "destinationId", flowd_xstrdup(r->def->nodes[n->reply_node].id));
+    add_header(&msg, "callbacksForAction", flowd_xstrdup(a->name));
+    add_header(&msg, "messageId", flowd_xstrdup(msg.message_id));
+    add_header(&msg, "fxContext", flowd_xstrdup("main"));
+    add_header(&msg, "Fx-ProcessName", flowd_xstrdup(r->def->key));
+    for (size_t i = 0; i < a->nheaders; i++) {
+        struct buf hv = BUF_INIT;
+        rc = engine_tpl_render_buf(a->headers[i].value, &ctx, &hv, why, sizeof(why));
+        if (rc) {
+            buf_release(&hv);
+            engine_message_free_fields(&msg);
+            flowd_seterr(errstr, errstr_size, rc, "header '%s': %s", a->headers[i].name, why);
+            return rc;
+        }
+        add_header(&msg, a->headers[i].name, buf_detach(&hv));
+    }
+
+    struct engine_effects *fx = r->fx;
+    if (fx->nmsgs == fx->msgs_cap) {
+        fx->msgs_cap = fx->msgs_cap ? fx->msgs_cap * 2 : 4;
+        fx->msgs = flowd_xrealloc(fx->msgs, fx->msgs_cap * sizeof(*fx->msgs));
+    }
+    fx->msgs[fx->nmsgs++] = msg;
+
+    struct engine_token *tok = &inst->tokens[ti];
+    tok->outstanding =
+        flowd_xrealloc(tok->outstanding, (tok->noutstanding + 1) * sizeof(*tok->outstanding));
+    tok->outstanding[tok->noutstanding++] = flowd_xstrdup(msg.message_id);
+    hist_add(r, n->id, "MESSAGE_SENT", flowd_xstrdup(msg.message_id));
+    return 0;
+err:
+    buf_release(&topic);
+    buf_release(&body);
+    return rc;
+}
+
+/* Walks token ti from node `node` (which it enters now) until it waits or the instance ends. */
+static void run_token(struct run *r, size_t ti, int node)
+{
+    const struct engine_def *def = r->def;
+    struct engine_instance *inst = r->inst;
+    char why[FLOWD_ERRSTR_SIZE];
+    for (;;) {
+        const struct engine_node *n = &def->nodes[node];
+        if (++r->steps > ENGINE_MAX_STEPS) {
+            fail_instance(r, n->id,
+                          flowd_xasprintf("loop guard: more than %d steps without waiting for a "
+                                          "message (at node '%s')",
+                                          ENGINE_MAX_STEPS, n->id));
+            return;
+        }
+        switch (n->type) {
+        case ENGINE_NODE_START:
+            hist_add(r, n->id, "ENTERED", NULL);
+            node = n->next;
+            break;
+        case ENGINE_NODE_TASK:
+        case ENGINE_NODE_SEND:
+            hist_add(r, n->id, "ENTERED", NULL);
+            for (size_t i = 0; i < n->nactions; i++) {
+                const struct engine_action *a = &n->actions[i];
+                if (emit(r, ti, n, a, why, sizeof(why)) == 0)
+                    continue;
+                char *msg = flowd_xasprintf("node '%s': action '%s': %s", n->id, a->name, why);
+                if (!a->optional) {
+                    fail_instance(r, n->id, msg);
+                    return;
+                }
+                hist_add(r, n->id, "ACTION_SKIPPED", msg);
+            }
+            node = n->next;
+            break;
+        case ENGINE_NODE_RECEIVE: {
+            struct engine_token *tok = &inst->tokens[ti];
+            set_token_node(tok, n->id);
+            tok->state = ENGINE_TOKEN_WAITING_MESSAGE;
+            hist_add(r, n->id, "WAITING_MESSAGE", NULL);
+            return;
+        }
+        case ENGINE_NODE_EXCLUSIVE_GATEWAY: {
+            int target = n->default_next;
+            char *detail = NULL;
+            for (size_t i = 0; i < n->nroutes; i++) {
+                if (engine_expr_eval(n->routes[i].cond, inst->data)) {
+                    target = n->routes[i].next;
+                    detail = flowd_xasprintf("route %zu (%.200s) -> %s", i + 1,
+                                             n->routes[i].cond_src, def->nodes[target].id);
+                    break;
+                }
+            }
+            if (!detail)
+                detail = flowd_xasprintf("default -> %s", def->nodes[target].id);
+            hist_add(r, n->id, "ROUTE_TAKEN", detail);
+            node = target;
+            break;
+        }
+        case ENGINE_NODE_END:
+            hist_add(r, n->id, "FINISHED", NULL);
+            inst->state = ENGINE_FINISHED;
+            inst->ended_ms = r->now;
+            clear_tokens(inst);
+            r->fx->ended = 1;
+            return;
+        }
+    }
+}
+
+int engine_start(const struct engine_def *def,
+                 int64_t id,
+                 const char *uuid,
+                 cJSON *data,
+                 int64_t now_ms,
+                 struct engine_instance **out,
+                 struct engine_effects *fx,
+                 char *errstr,
+                 size_t errstr_size)
+{
+    *out = NULL;
+    if (!uuid || strlen(uuid) != 36)
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                            "instance uuid must be 36 characters");
+    if (data && !cJSON_IsObject(data))
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                            "initial data must be a JSON object");
+    struct engine_instance *inst = flowd_xcalloc(1, sizeof(*inst));
+    inst->id = id;
+    memcpy(inst->uuid, uuid, 37);
+    inst->def_key = flowd_xstrdup(def->key);
+    inst->def_version = def->version;
+    inst->state = ENGINE_STARTED;
+    inst->data = data ? data : cJSON_CreateObject();
+    inst->started_ms = inst->updated_ms = now_ms;
+    inst->tokens = flowd_xcalloc(1, sizeof(*inst->tokens));
+    inst->ntokens = 1;
+    const struct engine_node *start = &def->nodes[def->start];
+    inst->tokens[0].node_id = flowd_xstrdup(start->id);
+    inst->tokens[0].state = ENGINE_TOKEN_ACTIVE;
+
+    struct run r = {def, inst, fx, now_ms, 0};
+    hist_add(&r, start->id, "STARTED", NULL);
+    run_token(&r, 0, start->next);
+    *out = inst;
+    return 0;
+}
+
+static int topic_of(const struct engine_node *n, const char *topic)
+{
+    if (!topic)
+        return -1;
+    for (size_t i = 0; i < n->ntopics; i++)
+        if (strcmp(n->topics[i].topic, topic) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int waiting_at(const struct engine_def *def, const struct engine_instance *inst, int node)
+{
+    for (size_t i = 0; i < inst->ntokens; i++) {
+        const struct engine_token *tok = &inst->tokens[i];
+        if (tok->state == ENGINE_TOKEN_WAITING_MESSAGE &&
+            strcmp(tok->node_id, def->nodes[node].id) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* Which token takes ev: its index, or -1 with errstr set. */
+static int pick_token(const struct engine_def *def,
+                      const struct engine_instance *inst,
+                      const struct engine_event *ev,
+                      char *errstr,
+                      size_t errstr_size)
+{
+    if (ev->destination_id) {
+        int d = engine_def_find(def, ev->destination_id);
+        if (d >= 0 && def->nodes[d].type == ENGINE_NODE_RECEIVE) {
+            int ti = waiting_at(def, inst, d);
+            if (ti < 0)
+                flowd_seterr(errstr, errstr_size, FLOWD_ERR_NOWAIT,
+                             "instance %" PRId64 ": node '%s' is not waiting for a message",
+                             inst->id, def->nodes[d].id);
+            return ti;
+        }
+        /* not a receive node of this definition: fall back to the next rules */
+    }
+    if (ev->callback_action) {
+        int owners = 0;
+        for (size_t i = 0; i < def->nnodes; i++) {
+            const struct engine_node *n = &def->nodes[i];
+            if (n->reply_node < 0 || def->nodes[n->reply_node].type != ENGINE_NODE_RECEIVE)
+                continue;
+            for (size_t k = 0; k < n->nactions; k++) {
+                if (strcmp(n->actions[k].name, ev->callback_action) != 0)
+                    continue;
+                owners++;
+                int ti = waiting_at(def, inst, n->reply_node);
+                if (ti >= 0)
+                    return ti;
+            }
+        }
+        if (owners) {
+            flowd_seterr(errstr, errstr_size, FLOWD_ERR_NOWAIT,
+                         "instance %" PRId64 ": no node waits for the reply to action '%s'",
+                         inst->id, ev->callback_action);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < inst->ntokens && ev->topic; i++) {
+        const struct engine_token *tok = &inst->tokens[i];
+        if (tok->state != ENGINE_TOKEN_WAITING_MESSAGE)
+            continue;
+        int d = engine_def_find(def, tok->node_id);
+        if (d >= 0 && topic_of(&def->nodes[d], ev->topic) >= 0)
+            return (int)i;
+    }
+    flowd_seterr(errstr, errstr_size, FLOWD_ERR_NOWAIT,
+                 "instance %" PRId64 ": no node waits for a message on topic '%.100s'", inst->id,
+                 ev->topic ? ev->topic : "(none)");
+    return -1;
+}
+
+/* Stores val (taken) at the dotted path under data, creating objects on the way. */
+static void data_set(cJSON *data, const char *path, cJSON *val)
+{
+    char *copy = flowd_xstrdup(path);
+    cJSON *cur = data;
+    char *seg = copy;
+    for (char *dot; (dot = strchr(seg, '.')) != NULL; seg = dot + 1) {
+        *dot = '\0';
+        cJSON *child = cJSON_GetObjectItemCaseSensitive(cur, seg);
+        if (!cJSON_IsObject(child)) {
+            child = cJSON_CreateObject();
+            if (cJSON_GetObjectItemCaseSensitive(cur, seg))
+                cJSON_ReplaceItemInObjectCaseSensitive(cur, seg, child);
+            else
+                cJSON_AddItemToObject(cur, seg, child);
+        }
+        cur = child;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(cur, seg))
+        cJSON_ReplaceItemInObjectCaseSensitive(cur, seg, val);
+    else
+        cJSON_AddItemToObject(cur, seg, val);
+    free(copy);
+}
+
+int engine_deliver(const struct engine_def *def,
+                   struct engine_instance *inst,
+                   const struct engine_event *ev,
+                   int64_t now_ms,
+                   struct engine_effects *fx,
+                   char *errstr,
+                   size_t errstr_size)
+{
+    if (inst->state != ENGINE_STARTED)
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_STATE,
+                            "instance %" PRId64 " is %s, not STARTED", inst->id,
+                            engine_state_name(inst->state));
+    if (strcmp(inst->def_key, def->key) != 0 || inst->def_version != def->version)
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                            "instance %" PRId64 " belongs to %s v%d, not %s v%d", inst->id,
+                            inst->def_key, inst->def_version, def->key, def->version);
+    int ti = pick_token(def, inst, ev, errstr, errstr_size);
+    if (ti < 0)
+        return FLOWD_ERR_NOWAIT;
+    struct engine_token *tok = &inst->tokens[ti];
+    int node = engine_def_find(def, tok->node_id);
+    const struct engine_node *n = &def->nodes[node];
+    int t = topic_of(n, ev->topic);
+    const struct engine_topic *et = &n->topics[t >= 0 ? t : 0];
+
+    cJSON *copy = ev->body ? cJSON_Duplicate(ev->body, 1) : cJSON_CreateNull();
+    flowd_assert(copy != NULL);
+    data_set(inst->data, et->key_name, copy);
+    for (size_t i = 0; i < tok->noutstanding; i++)
+        free(tok->outstanding[i]);
+    free(tok->outstanding);
+    tok->outstanding = NULL;
+    tok->noutstanding = 0;
+    tok->state = ENGINE_TOKEN_ACTIVE;
+
+    struct run r = {def, inst, fx, now_ms, 0};
+    hist_add(&r, n->id, "MESSAGE_RECEIVED", ev->topic ? flowd_xstrdup(ev->topic) : NULL);
+    run_token(&r, (size_t)ti, n->next);
+    inst->updated_ms = now_ms;
+    return 0;
+}
