@@ -22,31 +22,18 @@ struct api {
     struct api_ctx ctx;
 };
 
-static const char *status_text(int status)
-{
-    switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 411: return "Length Required";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    }
-    return "Error";
-}
-
 void api_send_json(struct mg_connection *conn, int status, const cJSON *body)
 {
     char *text = body ? json_print(body) : flowd_xstrdup("{}");
     size_t len = strlen(text);
-    mg_printf(conn,
-              "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-              "Cache-Control: no-store\r\n\r\n",
-              status, status_text(status), len + 1);
+    char clen[32];
+    snprintf(clen, sizeof(clen), "%zu", len + 1);
+    /* the response-header API lets civetweb keep the connection alive */
+    mg_response_header_start(conn, status);
+    mg_response_header_add(conn, "Content-Type", "application/json", -1);
+    mg_response_header_add(conn, "Content-Length", clen, -1);
+    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+    mg_response_header_send(conn);
     mg_write(conn, text, len);
     mg_write(conn, "\n", 1);
     free(text);
@@ -190,6 +177,10 @@ struct api *api_start(const struct flowd_config *cfg,
                              "30000",
                              "enable_keep_alive",
                              "yes",
+                             "keep_alive_timeout_ms",
+                             "15000",
+                             "tcp_nodelay",
+                             "1",
                              "max_request_size",
                              "65536",
                              NULL};
