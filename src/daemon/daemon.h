@@ -21,6 +21,11 @@
 #include <signal.h>
 #include <stdatomic.h>
 
+/* Instance ids are unique across engine nodes: the node id (engine.node-id, 0..1023) in the bits
+ * above 40, a per-node sequence below. Node 0 numbers 1, 2, 3...; every id stays below 2^53, so
+ * JSON readers that use doubles (JavaScript) read it exactly. */
+#define INSTANCE_ID_NODE_SHIFT 40
+
 /* ---- definitions: key -> versions ---- */
 struct registry_entry {
     char *key;
@@ -82,7 +87,7 @@ struct daemon {
     struct registry reg;
     regex_t sub_re;               /* cfg->subscription_regex, compiled */
     struct map cache;             /* instance id -> struct engine_instance* (STARTED only) */
-    int64_t next_seq;             /* instance ids: next_seq * 1024 + node_id */
+    int64_t next_seq;             /* instance ids: node_id << INSTANCE_ID_NODE_SHIFT | next_seq */
 
     /* request queue */
     pthread_mutex_t q_lock;

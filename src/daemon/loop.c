@@ -304,7 +304,7 @@ static void handle_start(struct batch *b, struct request *r)
                  r->key);
         return;
     }
-    int64_t id = d->next_seq++ * 1024 + d->cfg->node_id;
+    int64_t id = (d->cfg->node_id << INSTANCE_ID_NODE_SHIFT) | d->next_seq++;
     char uuid[37];
     clock_uuid4(uuid);
     struct engine_instance *inst = NULL;

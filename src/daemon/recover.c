@@ -74,7 +74,7 @@ int recover_load(struct daemon *d, char *errstr, size_t errstr_size)
     if (rc)
         return flowd_seterr(errstr, errstr_size, rc, "cannot read instance ids: %s",
                             flowd_err_str(rc));
-    d->next_seq = max_id / 1024 + 1;
+    d->next_seq = (max_id & ((INT64_C(1) << INSTANCE_ID_NODE_SHIFT) - 1)) + 1;
 
     rc = m->x_instance_scan_active(d->store.st, load_instance, &l);
     if (rc)
