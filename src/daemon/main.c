@@ -4,6 +4,7 @@
 #include "daemon.h"
 
 #include "../api/api.h"
+#include "../bus/kafka_mode.h"
 #include "../common/err.h"
 #include "../common/log.h"
 #include "../common/mem.h"
@@ -34,6 +35,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: flowd [options]\n"
+            "       flowd kafka [--brokers N] [--control] ...   run only the embedded Kafka cluster\n"
             "\n"
             "  --config FILE        YAML configuration file\n"
             "  --set KEY=VALUE      set one configuration key (repeatable; wins over file and env)\n"
@@ -141,6 +143,8 @@ static int open_store(const struct flowd_config *cfg, struct store_handle *h, ch
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "kafka") == 0)
+        return kafka_mode_main(argc - 1, argv + 1);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
