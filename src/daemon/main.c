@@ -203,6 +203,11 @@ int main(int argc, char **argv)
         FLOWD_LOG(LOG_ERROR, LOG_SUB_STORE, "cannot open the store: %s", errstr);
         goto out;
     }
+    const char *faults = getenv("FLOWD_STORE_FAULTS"); /* tests only: see store_fault.c */
+    if (faults && *faults && store_fault_wrap(&d->store, faults, errstr, sizeof(errstr))) {
+        FLOWD_LOG(LOG_ERROR, LOG_SUB_STORE, "%s", errstr);
+        goto out;
+    }
     d->bus = bus_new(cfg, loop_on_delivery, d, errstr, sizeof(errstr));
     if (!d->bus) {
         FLOWD_LOG(LOG_ERROR, LOG_SUB_KAFKA, "%s", errstr);
