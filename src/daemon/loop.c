@@ -530,6 +530,7 @@ void loop_run(struct daemon *d)
     size_t max = (size_t)d->cfg->batch_max;
     rd_kafka_message_t **msgs = flowd_xmalloc(max * sizeof(*msgs));
     size_t nmsgs = 0;
+    size_t limit = max; /* messages per transaction: halved after each failure, regrows */
     int64_t sent_since = 0;
     int backoff_ms = 0;
 
@@ -557,9 +558,13 @@ void loop_run(struct daemon *d)
         d->nsent = d->sent_cap = 0;
         sent_since = 0;
 
-        int rc = run_batch(d, msgs, nmsgs, reqs, sent, nsent);
+        /* after failures, retry fewer messages at a time, so that one message that keeps
+         * failing cannot hold back the others */
+        size_t take = nmsgs < limit ? nmsgs : limit;
+        int rc = run_batch(d, msgs, take, reqs, sent, nsent);
         finish_requests(d, reqs);
         if (rc) {
+            limit = take > 1 ? take / 2 : 1;
             /* keep the messages and the delivered ids for the retry */
             for (size_t i = 0; i < nsent; i++)
                 loop_on_delivery(d, sent[i], 0);
@@ -570,10 +575,12 @@ void loop_run(struct daemon *d)
             continue;
         }
         backoff_ms = 0;
+        limit = limit * 2 < max ? limit * 2 : max;
         free(sent);
-        for (size_t i = 0; i < nmsgs; i++)
+        for (size_t i = 0; i < take; i++)
             rd_kafka_message_destroy(msgs[i]);
-        nmsgs = 0;
+        memmove(msgs, msgs + take, (nmsgs - take) * sizeof(*msgs));
+        nmsgs -= take;
     }
     for (size_t i = 0; i < nmsgs; i++)
         rd_kafka_message_destroy(msgs[i]);
