@@ -27,6 +27,20 @@ h_free_port() {
     $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# h_soft_fail MSG: records a failure and goes on, so that one broken behaviour does not hide the
+# next ones; the test fails at teardown (or at h_soft_done) with every recorded message.
+H_SOFT_FAILS=()
+h_soft_fail() {
+    h_log "FAIL (continuing): $*"
+    H_SOFT_FAILS+=("$*")
+}
+
+# h_soft_done: fails the test now if any h_soft_fail was recorded.
+h_soft_done() {
+    [ ${#H_SOFT_FAILS[@]} -eq 0 ] && return 0
+    h_fail "${#H_SOFT_FAILS[@]} failure(s) recorded (listed below)"
+}
+
 h_setup() {
     H_DIR=$(mktemp -d /tmp/flowd-test.XXXXXX)
     H_DATA=$H_DIR/data
@@ -52,9 +66,18 @@ h_check_log() {
 }
 
 h_teardown() {
-    local rc=$?
+    local rc=$? frc=0
     set +e
-    h_flowd_stop >/dev/null 2>&1
+    # Not h_flowd_stop: its h_fail would exit in the middle of this trap.
+    if [ -n "${H_FLOWD_PID:-}" ]; then
+        kill -TERM "$H_FLOWD_PID" 2>/dev/null
+        wait "$H_FLOWD_PID" 2>/dev/null || frc=$?
+        if [ $frc -ne 0 ]; then
+            h_log "flowd (pid $H_FLOWD_PID) exited with status $frc at teardown (crashed earlier?)"
+            rc=1
+        fi
+        H_FLOWD_PID=
+    fi
     for pid in "${H_PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null
     done
@@ -67,6 +90,10 @@ h_teardown() {
         [ -f "$log" ] || continue
         h_check_log "$log" || rc=1
     done
+    if [ ${#H_SOFT_FAILS[@]} -gt 0 ]; then
+        for m in "${H_SOFT_FAILS[@]}"; do h_log "recorded failure: $m"; done
+        rc=1
+    fi
     if [ $rc -ne 0 ] || [ "$H_FAILED" = 1 ]; then
         h_log "test FAILED; last daemon log lines:"
         tail -n 40 "$(ls -t "$H_DIR"/flowd.*.log 2>/dev/null | head -1)" >&2 2>/dev/null
@@ -77,10 +104,11 @@ h_teardown() {
     exit 0
 }
 
-# h_flowd_start [extra flowd args...]: starts flowd on a free port, waits for "flowd: ready".
+# h_flowd_start [extra flowd args...]: starts flowd on a free port (or on $H_PORT_WANT when set),
+# waits for "flowd: ready".
 h_flowd_start() {
     H_FLOWD_RUNS=$((H_FLOWD_RUNS + 1))
-    H_PORT=$(h_free_port)
+    H_PORT=${H_PORT_WANT:-$(h_free_port)}
     H_URL=http://127.0.0.1:$H_PORT
     H_FLOWD_LOG=$H_DIR/flowd.$H_FLOWD_RUNS.log
     "$FLOWD_BUILD/flowd" --data-dir "$H_DATA" --set http.port="$H_PORT" "$@" \
@@ -157,32 +185,41 @@ h_stop_pid() {
     wait "$1" 2>/dev/null || true
 }
 
-# h_http METHOD PATH [BODY]: prints the body, sets H_STATUS.
-h_http() {
+# h_req METHOD PATH [BODY]: one HTTP request; sets H_STATUS and H_BODY (call it directly, not in
+# $(...), or the variables are lost with the subshell).
+h_req() {
     local method=$1 path=$2 body=${3:-}
     local out
-    if [ -n "$body" ]; then
+    if [ $# -ge 3 ]; then
         out=$(curl -s -X "$method" -H 'Content-Type: application/json' --data-binary "$body" \
             -w '\n%{http_code}' "$H_URL$path")
     else
         out=$(curl -s -X "$method" -w '\n%{http_code}' "$H_URL$path")
     fi
     H_STATUS=${out##*$'\n'}
-    printf '%s' "${out%$'\n'*}"
+    H_BODY=${out%$'\n'*}
+    printf '%s' "$H_STATUS" >"$H_DIR/http.status"
 }
 
+# h_http METHOD PATH [BODY]: prints the body and sets H_STATUS. Inside $(...) H_STATUS is lost
+# with the subshell: read it back with h_status (e.g. body=$(h_http GET /x); st=$(h_status)).
+h_http() {
+    h_req "$@"
+    printf '%s' "$H_BODY"
+}
+
+h_status() { cat "$H_DIR/http.status"; }
+
 h_deploy() {
-    local body
-    body=$(h_http POST /v1/definitions "$(cat "$1")")
-    case "$H_STATUS" in 200 | 201) ;; *) h_fail "deploy $1: HTTP $H_STATUS $body" ;; esac
+    h_req POST /v1/definitions "$(cat "$1")"
+    case "$H_STATUS" in 200 | 201) ;; *) h_fail "deploy $1: HTTP $H_STATUS $H_BODY" ;; esac
 }
 
 # h_start KEY DATA -> prints the instance id
 h_start() {
-    local body
-    body=$(h_http POST "/v1/processes/$1/start" "$2")
-    [ "$H_STATUS" = 201 ] || h_fail "start $1: HTTP $H_STATUS $body"
-    printf '%s' "$body" | h_json id
+    h_req POST "/v1/processes/$1/start" "$2"
+    [ "$H_STATUS" = 201 ] || h_fail "start $1: HTTP $H_STATUS $H_BODY"
+    printf '%s' "$H_BODY" | h_json id
 }
 
 # h_json EXPR: reads JSON on stdin, prints the Python expression over `j`, e.g. h_json 'j["state"]'
