@@ -37,16 +37,22 @@ def main():
     next_i = [0]
     db = sqlite3.connect(args.db, timeout=30)
 
-    # closed loop: each worker starts one instance, waits until it is no longer STARTED, repeats
+    # closed loop: `concurrency` slots; a worker takes a slot and starts an instance; one poller
+    # reads finished instances from the store and frees their slots
+    slots = threading.Semaphore(args.concurrency)
+    pending = set()
+    done_ids = set()
+    stop = threading.Event()
+
     def worker():
         conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-        wdb = sqlite3.connect(args.db, timeout=30)
         while True:
             with lock:
                 i = next_i[0]
                 if i >= args.count:
                     return
                 next_i[0] += 1
+            slots.acquire()
             body = json.dumps({"customerId": 1 + (i % 997)})
             for attempt in range(3):
                 try:
@@ -64,19 +70,45 @@ def main():
             iid = json.loads(data)["id"]
             with lock:
                 ids.append(iid)
-            deadline = time.time() + args.timeout
-            while time.time() < deadline:
-                row = wdb.execute("SELECT state FROM instances WHERE id=?", (iid,)).fetchone()
-                if row and row[0] != "STARTED":
-                    break
-                time.sleep(0.002)
+                if json.loads(data)["state"] != "STARTED":
+                    done_ids.add(iid)
+                    slots.release()
+                else:
+                    pending.add(iid)
+
+    def poller():
+        pdb = sqlite3.connect(args.db, timeout=30)
+        while not stop.is_set():
+            with lock:
+                waiting = list(pending)
+            if waiting:
+                marks = ",".join("?" * len(waiting))
+                rows = pdb.execute("SELECT id FROM instances WHERE state != 'STARTED' AND id IN (%s)"
+                                   % marks, waiting).fetchall()
+                with lock:
+                    for (iid,) in rows:
+                        if iid in pending:
+                            pending.discard(iid)
+                            done_ids.add(iid)
+                            slots.release()
+            time.sleep(0.001)
 
     t0 = time.time()
-    threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
+    threads = [threading.Thread(target=worker) for _ in range(min(args.concurrency, 32))]
+    pt = threading.Thread(target=poller)
+    pt.start()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    deadline = time.time() + args.timeout
+    while time.time() < deadline:
+        with lock:
+            if all(i in done_ids for i in ids):
+                break
+        time.sleep(0.01)
+    stop.set()
+    pt.join()
     wall = time.time() - t0
 
     mine = set(ids)
