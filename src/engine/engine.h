@@ -60,13 +60,19 @@ const char *engine_def_receive_topic(const struct engine_def *def, size_t i, con
 enum engine_state { ENGINE_STARTED, ENGINE_FINISHED, ENGINE_FAILED, ENGINE_TERMINATED };
 
 /* Token states, with FlowX's names where they exist. */
-enum engine_token_state { ENGINE_TOKEN_ACTIVE, ENGINE_TOKEN_WAITING_MESSAGE };
+enum engine_token_state {
+    ENGINE_TOKEN_ACTIVE,
+    ENGINE_TOKEN_WAITING_MESSAGE,
+    ENGINE_TOKEN_INCIDENT, /* no reply after every re-send and no timeout path: needs a person */
+};
 
 struct engine_token {
     char *node_id;                 /* the node the token is at */
     enum engine_token_state state;
     char **outstanding;            /* messageIds sent and not yet answered (re-sent on restart) */
     size_t noutstanding;
+    int64_t due_ms;                /* WAITING_MESSAGE with a responseTimeout: when it expires */
+    int attempt;                   /* re-sends done for the current wait */
 };
 
 struct engine_instance {
@@ -132,9 +138,11 @@ struct engine_effects {
     struct engine_history *hist;
     size_t nhist, hist_cap;
     int ended;                     /* the instance reached FINISHED/FAILED in this step */
+    char **resend;                 /* messageIds to publish again (same id, same content) */
+    size_t nresend, resend_cap;
 };
 
-#define ENGINE_EFFECTS_INIT {NULL, 0, 0, NULL, 0, 0, 0}
+#define ENGINE_EFFECTS_INIT {NULL, 0, 0, NULL, 0, 0, 0, NULL, 0, 0}
 void engine_effects_clear(struct engine_effects *fx);   /* frees contents, back to INIT */
 void engine_message_free_fields(struct engine_message *msg);
 
@@ -172,6 +180,32 @@ int engine_deliver(const struct engine_def *def,
                    struct engine_effects *fx,
                    char *errstr,
                    size_t errstr_size);
+
+/* ---- time ----------------------------------------------------------------------------- */
+
+/* The earliest due time of the instance's tokens (a receive node's responseTimeout), or 0. */
+int64_t engine_instance_next_due(const struct engine_instance *inst);
+
+/* Fires what fell due at now_ms: a waiting token whose responseTimeout expired has its requests
+ * re-sent (fx->resend, same messageIds; history MESSAGE_RESENT) while resendAttempts allow, the
+ * wait doubling each time; after the last one it takes the node's timeoutNext path (history
+ * MESSAGE_RESPONSE_TIMED_OUT) or, without one, becomes an incident (token INCIDENT, history
+ * INCIDENT). Returns 0 (also when nothing was due). */
+int engine_fire_due(const struct engine_def *def,
+                    struct engine_instance *inst,
+                    int64_t now_ms,
+                    struct engine_effects *fx,
+                    char *errstr,
+                    size_t errstr_size);
+
+/* Retries an instance's incidents: each INCIDENT token re-sends its requests and waits again,
+ * with a fresh set of re-sends. FLOWD_ERR_STATE if the instance has no incident. */
+int engine_retry_incident(const struct engine_def *def,
+                          struct engine_instance *inst,
+                          int64_t now_ms,
+                          struct engine_effects *fx,
+                          char *errstr,
+                          size_t errstr_size);
 
 /* ---- templates (exposed for tests and the fuzzer) ------------------------------------- */
 

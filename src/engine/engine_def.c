@@ -189,6 +189,7 @@ static void node_release(struct engine_node *n)
     }
     free(n->topics);
     free(n->response_timeout);
+    free(n->timeout_next_id);
     for (size_t i = 0; i < n->nroutes; i++) {
         free(n->routes[i].cond_src);
         engine_expr_free(n->routes[i].cond);
@@ -404,6 +405,22 @@ static int parse_receive(struct pctx *c, struct engine_node *n, const cJSON *jn)
             return perr(c, "node '%s': responseTimeout %s", n->id, why);
         n->response_timeout = flowd_xstrdup(jto->valuestring);
     }
+    const cJSON *jra = member(jn, "resendAttempts");
+    if (jra && !cJSON_IsNull(jra)) {
+        if (!cJSON_IsNumber(jra) || jra->valuedouble < 0 || jra->valuedouble > 20 ||
+            jra->valuedouble != (double)(int)jra->valuedouble)
+            return perr(c, "node '%s': \"resendAttempts\" must be an integer from 0 to 20", n->id);
+        n->resend_attempts = (int)jra->valuedouble;
+    }
+    const cJSON *jtn = member(jn, "timeoutNext");
+    if (jtn && !cJSON_IsNull(jtn)) {
+        if (!cJSON_IsString(jtn) || !*jtn->valuestring)
+            return perr(c, "node '%s': \"timeoutNext\" must be a node id", n->id);
+        n->timeout_next_id = flowd_xstrdup(jtn->valuestring);
+    }
+    if ((n->resend_attempts || n->timeout_next_id) && !n->response_timeout)
+        return perr(c, "node '%s': %s needs a \"responseTimeout\"", n->id,
+                    n->timeout_next_id ? "\"timeoutNext\"" : "\"resendAttempts\"");
     return 0;
 }
 
@@ -444,7 +461,7 @@ static int parse_gateway(struct pctx *c, struct engine_node *n, const cJSON *jn)
 
 static int parse_node(struct pctx *c, const cJSON *jn, size_t idx, struct engine_node *n)
 {
-    n->next = n->default_next = n->reply_node = -1;
+    n->next = n->default_next = n->reply_node = n->timeout_next = -1;
     if (!cJSON_IsObject(jn))
         return perr(c, "node #%zu is not an object", idx + 1);
     const char *id = json_str(jn, "id");
@@ -533,6 +550,9 @@ static int link_graph(struct pctx *c)
         }
         if (n->default_id && resolve(c, n, "default", n->default_id, &n->default_next))
             return FLOWD_ERR_INVAL;
+        if (n->timeout_next_id &&
+            resolve(c, n, "timeoutNext", n->timeout_next_id, &n->timeout_next))
+            return FLOWD_ERR_INVAL;
     }
 
     int start = -1;
@@ -561,9 +581,9 @@ static int link_graph(struct pctx *c)
     seen[start] = 1;
     while (sp) {
         const struct engine_node *n = &def->nodes[stack[--sp]];
-        int outs[3] = {n->next, n->default_next, -1};
-        for (size_t k = 0; k < 2 + n->nroutes; k++) {
-            int t = k < 2 ? outs[k] : n->routes[k - 2].next;
+        int outs[3] = {n->next, n->default_next, n->timeout_next};
+        for (size_t k = 0; k < 3 + n->nroutes; k++) {
+            int t = k < 3 ? outs[k] : n->routes[k - 3].next;
             if (t >= 0 && !seen[t]) {
                 seen[t] = 1;
                 stack[sp++] = t;

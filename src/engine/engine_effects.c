@@ -21,6 +21,7 @@ const char *engine_token_state_name(enum engine_token_state state)
     switch (state) {
     case ENGINE_TOKEN_ACTIVE: return "ACTIVE";
     case ENGINE_TOKEN_WAITING_MESSAGE: return "WAITING_MESSAGE";
+    case ENGINE_TOKEN_INCIDENT: return "INCIDENT";
     }
     return "UNKNOWN";
 }
@@ -50,6 +51,9 @@ void engine_effects_clear(struct engine_effects *fx)
         free(fx->hist[i].detail);
     }
     free(fx->hist);
+    for (size_t i = 0; i < fx->nresend; i++)
+        free(fx->resend[i]);
+    free(fx->resend);
     struct engine_effects empty = ENGINE_EFFECTS_INIT;
     *fx = empty;
 }

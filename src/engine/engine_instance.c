@@ -78,7 +78,7 @@ char *engine_instance_to_json(const struct engine_instance *inst)
                 buf_addc(&b, ',');
             add_str(&b, tok->outstanding[k]);
         }
-        buf_adds(&b, "]}");
+        buf_printf(&b, "],\"dueMs\":%" PRId64 ",\"attempt\":%d}", tok->due_ms, tok->attempt);
     }
     buf_adds(&b, "],\"data\":");
     char *data = json_print(inst->data);
@@ -118,7 +118,7 @@ static int parse_state(const char *s, enum engine_state *out)
 
 static int parse_token_state(const char *s, enum engine_token_state *out)
 {
-    for (int st = ENGINE_TOKEN_ACTIVE; st <= ENGINE_TOKEN_WAITING_MESSAGE; st++) {
+    for (int st = ENGINE_TOKEN_ACTIVE; st <= ENGINE_TOKEN_INCIDENT; st++) {
         if (strcmp(s, engine_token_state_name((enum engine_token_state)st)) == 0) {
             *out = (enum engine_token_state)st;
             return 0;
@@ -162,6 +162,14 @@ parse_tokens(struct engine_instance *inst, const cJSON *jt, char *errstr, size_t
                 return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
                                     "instance: token %zu: outstanding ids must be strings", idx);
         }
+        const cJSON *jd = cJSON_GetObjectItemCaseSensitive(t, "dueMs");
+        const cJSON *ja = cJSON_GetObjectItemCaseSensitive(t, "attempt");
+        if ((jd && (!cJSON_IsNumber(jd) || jd->valuedouble < 0 || jd->valuedouble > 9e15)) ||
+            (ja && (!cJSON_IsNumber(ja) || ja->valuedouble < 0 || ja->valuedouble > 1000)))
+            return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                                "instance: token %zu: bad dueMs or attempt", idx);
+        tok.due_ms = jd ? (int64_t)jd->valuedouble : 0;
+        tok.attempt = ja ? (int)ja->valuedouble : 0;
         struct engine_token *dst = &inst->tokens[inst->ntokens++];
         *dst = tok;
         dst->node_id = flowd_xstrdup(node);
@@ -272,6 +280,10 @@ cJSON *engine_instance_view(const struct engine_instance *inst)
         cJSON *t = cJSON_CreateObject();
         cJSON_AddStringToObject(t, "node", inst->tokens[i].node_id ? inst->tokens[i].node_id : "");
         cJSON_AddStringToObject(t, "state", engine_token_state_name(inst->tokens[i].state));
+        if (inst->tokens[i].due_ms > 0) {
+            add_time(t, "dueAt", inst->tokens[i].due_ms);
+            cJSON_AddNumberToObject(t, "resends", inst->tokens[i].attempt);
+        }
         cJSON_AddItemToArray(tokens, t);
     }
     cJSON_AddItemToObject(v, "data",

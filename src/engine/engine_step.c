@@ -9,6 +9,10 @@
  * A walk longer than ENGINE_MAX_STEPS without waiting fails the instance (loop guard); a
  * rendering failure at run time fails the instance too (or, for an optional action, is recorded
  * and skipped).
+ *
+ * A receive node with a responseTimeout arms its token (due_ms). engine_fire_due() re-sends the
+ * token's outstanding requests (same messageIds) up to resendAttempts times, each wait twice the
+ * one before, then takes timeoutNext or turns the token into an INCIDENT.
  */
 #include "engine_int.h"
 
@@ -203,6 +207,8 @@ static void run_token(struct run *r, size_t ti, int node)
             struct engine_token *tok = &inst->tokens[ti];
             set_token_node(tok, n->id);
             tok->state = ENGINE_TOKEN_WAITING_MESSAGE;
+            tok->attempt = 0;
+            tok->due_ms = n->timeout_ms > 0 ? r->now + n->timeout_ms : 0;
             hist_add(r, n->id, "WAITING_MESSAGE", NULL);
             return;
         }
@@ -286,7 +292,7 @@ static int waiting_at(const struct engine_def *def, const struct engine_instance
 {
     for (size_t i = 0; i < inst->ntokens; i++) {
         const struct engine_token *tok = &inst->tokens[i];
-        if (tok->state == ENGINE_TOKEN_WAITING_MESSAGE &&
+        if ((tok->state == ENGINE_TOKEN_WAITING_MESSAGE || tok->state == ENGINE_TOKEN_INCIDENT) &&
             strcmp(tok->node_id, def->nodes[node].id) == 0)
             return (int)i;
     }
@@ -336,7 +342,7 @@ static int pick_token(const struct engine_def *def,
     }
     for (size_t i = 0; i < inst->ntokens && ev->topic; i++) {
         const struct engine_token *tok = &inst->tokens[i];
-        if (tok->state != ENGINE_TOKEN_WAITING_MESSAGE)
+        if (tok->state != ENGINE_TOKEN_WAITING_MESSAGE && tok->state != ENGINE_TOKEN_INCIDENT)
             continue;
         int d = engine_def_find(def, tok->node_id);
         if (d >= 0 && topic_of(&def->nodes[d], ev->topic) >= 0)
@@ -407,10 +413,130 @@ int engine_deliver(const struct engine_def *def,
     tok->outstanding = NULL;
     tok->noutstanding = 0;
     tok->state = ENGINE_TOKEN_ACTIVE;
+    tok->due_ms = 0;
+    tok->attempt = 0;
 
     struct run r = {def, inst, fx, now_ms, 0};
     hist_add(&r, n->id, "MESSAGE_RECEIVED", ev->topic ? flowd_xstrdup(ev->topic) : NULL);
     run_token(&r, (size_t)ti, n->next);
+    inst->updated_ms = now_ms;
+    return 0;
+}
+
+/* ---- time ------------------------------------------------------------------------------ */
+
+int64_t engine_instance_next_due(const struct engine_instance *inst)
+{
+    int64_t due = 0;
+    if (inst->state != ENGINE_STARTED)
+        return 0;
+    for (size_t i = 0; i < inst->ntokens; i++) {
+        int64_t d = inst->tokens[i].due_ms;
+        if (inst->tokens[i].state == ENGINE_TOKEN_WAITING_MESSAGE && d > 0 && (!due || d < due))
+            due = d;
+    }
+    return due;
+}
+
+static void resend_outstanding(struct run *r, struct engine_token *tok)
+{
+    struct engine_effects *fx = r->fx;
+    for (size_t k = 0; k < tok->noutstanding; k++) {
+        if (fx->nresend == fx->resend_cap) {
+            fx->resend_cap = fx->resend_cap ? fx->resend_cap * 2 : 4;
+            fx->resend = flowd_xrealloc(fx->resend, fx->resend_cap * sizeof(*fx->resend));
+        }
+        fx->resend[fx->nresend++] = flowd_xstrdup(tok->outstanding[k]);
+    }
+}
+
+/* The wait after `attempt` re-sends: the timeout, doubled per re-send (capped at 2^10). */
+static int64_t wait_ms(const struct engine_node *n, int attempt)
+{
+    return n->timeout_ms << (attempt < 10 ? attempt : 10);
+}
+
+int engine_fire_due(const struct engine_def *def,
+                    struct engine_instance *inst,
+                    int64_t now_ms,
+                    struct engine_effects *fx,
+                    char *errstr,
+                    size_t errstr_size)
+{
+    if (inst->state != ENGINE_STARTED)
+        return 0;
+    if (strcmp(inst->def_key, def->key) != 0 || inst->def_version != def->version)
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                            "instance %" PRId64 " belongs to %s v%d, not %s v%d", inst->id,
+                            inst->def_key, inst->def_version, def->key, def->version);
+    struct run r = {def, inst, fx, now_ms, 0};
+    /* tokens may be added or removed by run_token: walk by index and re-check the bound */
+    for (size_t ti = 0; ti < inst->ntokens && inst->state == ENGINE_STARTED; ti++) {
+        struct engine_token *tok = &inst->tokens[ti];
+        if (tok->state != ENGINE_TOKEN_WAITING_MESSAGE || tok->due_ms <= 0 || tok->due_ms > now_ms)
+            continue;
+        int node = engine_def_find(def, tok->node_id);
+        if (node < 0)
+            continue;
+        const struct engine_node *n = &def->nodes[node];
+        if (tok->attempt < n->resend_attempts) {
+            tok->attempt++;
+            tok->due_ms = now_ms + wait_ms(n, tok->attempt);
+            resend_outstanding(&r, tok);
+            hist_add(&r, n->id, "MESSAGE_RESENT",
+                     flowd_xasprintf("no reply after %s: re-send %d of %d", n->response_timeout,
+                                     tok->attempt, n->resend_attempts));
+            continue;
+        }
+        char *detail = flowd_xasprintf("no reply after %s and %d re-send(s)", n->response_timeout,
+                                       n->resend_attempts);
+        tok->due_ms = 0;
+        if (n->timeout_next >= 0) {
+            hist_add(&r, n->id, "MESSAGE_RESPONSE_TIMED_OUT", detail);
+            for (size_t k = 0; k < tok->noutstanding; k++)
+                free(tok->outstanding[k]);
+            free(tok->outstanding);
+            tok->outstanding = NULL;
+            tok->noutstanding = 0;
+            tok->state = ENGINE_TOKEN_ACTIVE;
+            tok->attempt = 0;
+            run_token(&r, ti, n->timeout_next);
+        } else {
+            tok->state = ENGINE_TOKEN_INCIDENT;
+            hist_add(&r, n->id, "INCIDENT", detail);
+        }
+    }
+    inst->updated_ms = now_ms;
+    return 0;
+}
+
+int engine_retry_incident(const struct engine_def *def,
+                          struct engine_instance *inst,
+                          int64_t now_ms,
+                          struct engine_effects *fx,
+                          char *errstr,
+                          size_t errstr_size)
+{
+    struct run r = {def, inst, fx, now_ms, 0};
+    int retried = 0;
+    for (size_t ti = 0; inst->state == ENGINE_STARTED && ti < inst->ntokens; ti++) {
+        struct engine_token *tok = &inst->tokens[ti];
+        if (tok->state != ENGINE_TOKEN_INCIDENT)
+            continue;
+        int node = engine_def_find(def, tok->node_id);
+        if (node < 0)
+            continue;
+        const struct engine_node *n = &def->nodes[node];
+        tok->state = ENGINE_TOKEN_WAITING_MESSAGE;
+        tok->attempt = 0;
+        tok->due_ms = n->timeout_ms > 0 ? now_ms + n->timeout_ms : 0;
+        resend_outstanding(&r, tok);
+        hist_add(&r, n->id, "INCIDENT_RETRIED", NULL);
+        retried++;
+    }
+    if (!retried)
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_STATE,
+                            "instance %" PRId64 " has no incident to retry", inst->id);
     inst->updated_ms = now_ms;
     return 0;
 }

@@ -627,7 +627,8 @@ static void instance_view_for_the_api(void **state)
                            "\",\"processKey\":\"credit-check\",\"version\":2,"
                            "\"state\":\"STARTED\",\"startedAt\":\"2023-11-14T22:13:20.000Z\","
                            "\"updatedAt\":\"2023-11-14T22:13:20.000Z\",\"endedAt\":null,"
-                           "\"tokens\":[{\"node\":\"wait_score\",\"state\":\"WAITING_MESSAGE\"}],"
+                           "\"tokens\":[{\"node\":\"wait_score\",\"state\":\"WAITING_MESSAGE\","
+                           "\"dueAt\":\"2023-11-14T22:13:50.000Z\",\"resends\":0}],"
                            "\"data\":{\"clientId\":7,\"amount\":1000},\"error\":null}");
     free(s);
     cJSON_Delete(v);
