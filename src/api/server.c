@@ -22,7 +22,12 @@ struct api {
     struct api_ctx ctx;
 };
 
-void api_send_json(struct mg_connection *conn, int status, const cJSON *body)
+/* Sends body as the JSON response, with one extra header when name is not NULL. */
+static void send_json(struct mg_connection *conn,
+                      int status,
+                      const cJSON *body,
+                      const char *name,
+                      const char *value)
 {
     char *text = body ? json_print(body) : flowd_xstrdup("{}");
     size_t len = strlen(text);
@@ -33,19 +38,32 @@ void api_send_json(struct mg_connection *conn, int status, const cJSON *body)
     mg_response_header_add(conn, "Content-Type", "application/json", -1);
     mg_response_header_add(conn, "Content-Length", clen, -1);
     mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+    if (name)
+        mg_response_header_add(conn, name, value, -1);
     mg_response_header_send(conn);
     mg_write(conn, text, len);
     mg_write(conn, "\n", 1);
     free(text);
 }
 
-void api_send_error(struct mg_connection *conn, int status, const char *error, const char *detail)
+void api_send_json(struct mg_connection *conn, int status, const cJSON *body)
+{
+    send_json(conn, status, body, NULL, NULL);
+}
+
+static cJSON *error_body(struct mg_connection *conn, const char *error, const char *detail)
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "error", error);
     cJSON_AddStringToObject(o, "detail", detail);
     cJSON_AddStringToObject(o, "path", ri && ri->local_uri ? ri->local_uri : "");
+    return o;
+}
+
+void api_send_error(struct mg_connection *conn, int status, const char *error, const char *detail)
+{
+    cJSON *o = error_body(conn, error, detail);
     api_send_json(conn, status, o);
     cJSON_Delete(o);
 }
@@ -108,7 +126,9 @@ int api_method_is(struct mg_connection *conn, const char *method, const char *al
     char detail[128];
     snprintf(detail, sizeof(detail), "method %s is not allowed here; use %s", ri->request_method,
              allowed);
-    api_send_error(conn, 405, "method not allowed", detail);
+    cJSON *o = error_body(conn, "method not allowed", detail);
+    send_json(conn, 405, o, "Allow", allowed); /* RFC 9110: a 405 names the allowed methods */
+    cJSON_Delete(o);
     return 0;
 }
 

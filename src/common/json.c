@@ -8,8 +8,43 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Returns the offset where nesting first exceeds max_depth, or -1. Strings are skipped, so
+ * brackets inside them do not count. */
+static long too_deep(const char *s, size_t len, int max_depth)
+{
+    int depth = 0, in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth)
+                return (long)i;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return -1;
+}
+
 cJSON *json_parse(const char *s, size_t len, char *errstr, size_t errstr_size)
 {
+    return json_parse_depth(s, len, JSON_MAX_DEPTH, errstr, errstr_size);
+}
+
+cJSON *json_parse_depth(const char *s, size_t len, int max_depth, char *errstr, size_t errstr_size)
+{
+    long deep = too_deep(s, len, max_depth);
+    if (deep >= 0) {
+        flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                     "JSON nested deeper than %d levels (at byte %ld)", max_depth, deep);
+        return NULL;
+    }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(s, len, &end, 0);
     if (!root) {

@@ -183,15 +183,20 @@ int reply_handle(struct daemon *d, struct batch *b, const rd_kafka_message_t *ms
     cJSON_Delete(body);
     if (rc == FLOWD_ERR_STATE || rc == FLOWD_ERR_NOWAIT) {
         engine_effects_clear(&fx);
-        snprintf(detail, sizeof(detail), "instance %lld: %s", (long long)id, eerr);
-        return batch_dead_letter(b, msg, id,
-                                 rc == FLOWD_ERR_STATE ? "instance-finished" : "no-waiting-node",
-                                 detail);
+        /* a reply to a request this instance did send (its messageId starts with the instance
+         * uuid), that no node waits for any more: it came after the wait timed out */
+        char mid[300];
+        size_t ulen = strlen(inst->uuid);
+        reason = rc == FLOWD_ERR_STATE ? "instance-finished" : "no-waiting-node";
+        if (rc == FLOWD_ERR_NOWAIT &&
+            header_str(msg, "messageId", mid, sizeof(mid), &cnt) == 1 &&
+            strncmp(mid, inst->uuid, ulen) == 0 && mid[ulen] == ':')
+            reason = "late";
+        return batch_dead_letter(b, msg, id, reason, eerr);
     }
     if (rc) {
         engine_effects_clear(&fx);
-        snprintf(detail, sizeof(detail), "instance %lld: %s", (long long)id, eerr);
-        return batch_dead_letter(b, msg, id, "rejected", detail);
+        return batch_dead_letter(b, msg, id, "rejected", eerr);
     }
     rc = batch_apply(b, inst, &fx);
     engine_effects_clear(&fx);

@@ -188,7 +188,7 @@ struct engine_instance *
 engine_instance_from_json(const char *json, size_t len, char *errstr, size_t errstr_size)
 {
     char why[FLOWD_ERRSTR_SIZE];
-    cJSON *root = json_parse(json, len, why, sizeof(why));
+    cJSON *root = json_parse_depth(json, len, JSON_MAX_DEPTH_STORED, why, sizeof(why));
     if (!root) {
         flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL, "instance: %s", why);
         return NULL;
