@@ -294,6 +294,9 @@ int bus_subscribe(struct bus *bus, char *errstr, size_t errstr_size)
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, bus->cfg->subscription_regex,
                                       RD_KAFKA_PARTITION_UA);
+    /* the process-start topic (DESIGN.md section 3), which the pattern must not match */
+    if (bus->cfg->start_topic && *bus->cfg->start_topic)
+        rd_kafka_topic_partition_list_add(topics, bus->cfg->start_topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t err = rd_kafka_subscribe(bus->consumer, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (err)
@@ -441,4 +444,26 @@ const char *bus_header(const rd_kafka_message_t *msg, const char *name, size_t *
         (*count)++;
     }
     return val;
+}
+
+int64_t bus_consumer_lag(struct bus *bus)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(bus->consumer, &parts) || !parts)
+        return -1;
+    rd_kafka_position(bus->consumer, parts);
+    int64_t lag = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int64_t lo = -1, hi = -1;
+        /* cached from the last fetch: no broker round trip */
+        if (rd_kafka_get_watermark_offsets(bus->consumer, p->topic, p->partition, &lo, &hi) ||
+            hi < 0)
+            continue;
+        int64_t pos = p->offset >= 0 ? p->offset : lo;
+        if (pos >= 0 && hi > pos)
+            lag += hi - pos;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return lag;
 }

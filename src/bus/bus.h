@@ -75,6 +75,10 @@ void bus_poll(struct bus *bus, int timeout_ms);
 /* Messages queued and not yet reported. */
 int bus_in_flight(const struct bus *bus);
 
+/* Messages on the assigned partitions not consumed yet (high watermark - position, summed, from
+ * the client's cached watermarks), or -1 before the first assignment. Loop thread. */
+int64_t bus_consumer_lag(struct bus *bus);
+
 /* 1 while the brokers are reachable (no all-brokers-down event since the last success). */
 int bus_ready(const struct bus *bus);
 

@@ -226,6 +226,19 @@ static const struct flowd_prop props[] = {
           1024,
           100 * 1024 * 1024,
           "Largest HTTP request body; larger ones get 413."),
+    P_INT("http.max-header-bytes",
+          http_max_header,
+          "16384",
+          1024,
+          1024 * 1024,
+          "Largest HTTP request line plus headers; larger requests get 413."),
+    P_STR("http.auth-token",
+          http_auth_token,
+          "",
+          0,
+          "Bearer token every HTTP request but `GET /health` must carry (`Authorization: Bearer "
+          "<token>`). Empty: no authentication, allowed only when `http.bind` is a loopback "
+          "address. Use `${FLOWD_TOKEN}` to read it from the environment."),
     P_ENUM("log.level", log_level, "info", log_levels, 0, "Least severe level logged."),
     P_ENUM(
         "log.format", log_format, "text", log_formats, 0, "`text` lines or JSON lines on stderr."),
@@ -927,7 +940,9 @@ void config_print(const struct flowd_config *cfg, FILE *out)
         const struct flowd_prop *p = &props[i];
         fprintf(out, "%s: ", p->name);
         if (prop_is_str(p)) {
-            print_scalar(out, str_get(cfg, p));
+            const char *v = str_get(cfg, p);
+            /* the API token is a secret, like the kafka.properties passwords */
+            print_scalar(out, strcmp(p->name, "http.auth-token") == 0 && v && *v ? HIDDEN_VALUE : v);
         } else if (p->type == PROP_INT) {
             fprintf(out, "%" PRId64, int_get(cfg, p));
         } else {

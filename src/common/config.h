@@ -52,6 +52,8 @@ struct flowd_config {
     char *http_bind;       /* http.bind */
     int64_t http_port;     /* http.port */
     int64_t http_max_body; /* http.max-body-bytes */
+    int64_t http_max_header; /* http.max-header-bytes */
+    char *http_auth_token;   /* http.auth-token: "" = no authentication (loopback only) */
     /* log */
     char *log_level;  /* log.level */
     char *log_format; /* log.format: text | json */

@@ -45,7 +45,16 @@ void registry_add(struct registry *reg, struct engine_def *def);
 const struct engine_def *registry_get(const struct registry *reg, const char *key, int version);
 
 /* ---- requests from HTTP threads to the loop ---- */
-enum request_type { REQ_DEPLOY, REQ_START };
+enum request_type {
+    REQ_DEPLOY,
+    REQ_START,
+    /* backend.c (backend_run_request), inside the batch transaction: */
+    REQ_CANCEL,  /* target_id = instance; text = reason or NULL */
+    REQ_RETRY,   /* target_id = instance; data = patch for a FAILED one, or NULL */
+    REQ_DELIVER, /* target_id = instance; data = body; topic, node: NULL = the waiting node's */
+    REQ_REPLAY,  /* target_id = dead-letter (outbox row) id */
+    REQ_STATS,   /* the loop's view for /metrics: waiting per node, backlog, consumer lag */
+};
 
 struct request {
     enum request_type type;
@@ -62,6 +71,11 @@ struct request {
     int created;
     int done;
     int64_t instance_id;          /* REQ_START: set while in the batch */
+    /* in, for the backend.c requests (borrowed from the caller; data is not taken) */
+    int64_t target_id;
+    const char *text;
+    const char *topic;
+    const char *node;
 };
 
 /* ---- a message leaving through the outbox ---- */
@@ -71,10 +85,38 @@ struct outgoing {
     struct engine_message msg;    /* owned */
 };
 
+/* instances that fall due (timers.c) */
+struct timer_entry {
+    int64_t due;
+    int64_t id;
+};
+
+struct timer_heap {
+    struct timer_entry *v;
+    size_t n, cap;
+};
+
 struct counters {
-    atomic_llong started, completed, failed;
+    atomic_llong started, completed, failed, incidents, resent;
     atomic_llong received, duplicates, dead_lettered, sent;
     atomic_llong batches, batch_msgs, store_failures;
+};
+
+/* A Prometheus histogram with fixed bucket bounds (metrics.c). */
+#define METRICS_MAX_BUCKETS 16
+struct metrics_hist {
+    const double *bounds; /* upper bounds, ascending; +Inf is implicit */
+    size_t nbounds;
+    atomic_llong buckets[METRICS_MAX_BUCKETS + 1]; /* per bucket, not cumulative */
+    atomic_llong count;
+    atomic_llong sum; /* observations are whole numbers (ms, messages) */
+};
+
+/* What the operating surface counts (metrics.c, backend.c). */
+struct op_metrics {
+    atomic_llong cancelled, retried, delivered, replayed, started_by_kafka;
+    struct metrics_hist latency_ms; /* start to FINISHED, milliseconds */
+    struct metrics_hist batch_size; /* consumed messages per transaction */
 };
 
 struct daemon {
@@ -87,6 +129,9 @@ struct daemon {
     struct registry reg;
     regex_t sub_re;               /* cfg->subscription_regex, compiled */
     struct map cache;             /* instance id -> struct engine_instance* (STARTED only) */
+    struct timer_heap timers;     /* due times of cached instances */
+    int64_t *reload;              /* instances a failed transaction evicted, to read back */
+    size_t nreload, reload_cap;
     int64_t next_seq;             /* instance ids: node_id << INSTANCE_ID_NODE_SHIFT | next_seq */
 
     /* request queue */
@@ -103,6 +148,7 @@ struct daemon {
     atomic_int store_ok;
     volatile sig_atomic_t stopping;
     struct counters n;
+    struct op_metrics m;
 };
 
 /* loop.c */
@@ -118,12 +164,33 @@ void loop_on_delivery(void *ctx, int64_t outbox_id, rd_kafka_resp_err_t err);
 struct batch;
 int reply_handle(struct daemon *d, struct batch *b, const rd_kafka_message_t *msg);
 
+/* timers.c */
+void timers_push(struct daemon *d, int64_t id, int64_t due);
+int64_t timers_next(struct daemon *d);
+size_t timers_take_due(struct daemon *d, int64_t now, int64_t *ids, size_t max);
+void timers_release(struct daemon *d);
+struct batch;
+/* Inside a batch: fires what fell due for instance id (re-sends, timeout path, incident). */
+int timers_fire(struct daemon *d, struct batch *b, int64_t id);
+
 /* recover.c */
 int recover_load(struct daemon *d, char *errstr, size_t errstr_size);
 
 /* backend.c: the api_backend the HTTP server calls. */
 struct api_backend;
 void backend_init(struct daemon *d, struct api_backend *be);
+/* backend.c, on the loop thread inside the batch transaction: REQ_CANCEL, REQ_RETRY, REQ_DELIVER,
+ * REQ_REPLAY and REQ_STATS. Sets r->rc/errstr or r->result. */
+struct batch;
+void backend_run_request(struct batch *b, struct request *r);
+
+/* metrics.c */
+void metrics_init(struct op_metrics *m);
+void metrics_observe(struct metrics_hist *h, long long v);
+/* Appends the Prometheus text exposition of d's counters, the store's instance counts (read
+ * through the read store, under read_lock) and stats (the REQ_STATS result, may be NULL). */
+struct buf;
+void metrics_render(struct daemon *d, const cJSON *stats, struct buf *out);
 
 #endif
 
@@ -135,11 +202,24 @@ struct batch {
     size_t ntouched, touched_cap;
     struct outgoing *out;              /* published after the commit */
     size_t nout, out_cap;
+    size_t requeued;                   /* outbox rows marked unsent again (re-sends) */
 };
 
 /* Writes fx's history and messages (to the outbox) and marks inst to be saved; moves the messages
  * out of fx. */
 int batch_apply(struct batch *b, struct engine_instance *inst, struct engine_effects *fx);
+/* Publishes msg through the outbox after the commit; takes its fields (also on error). */
+int batch_publish(struct batch *b, int64_t instance_id, struct engine_message *msg);
+/* Starts the latest version of key with data (taken): *out is the new instance (in the cache,
+ * saved with the batch). FLOWD_ERR_NOTFOUND for an unknown key, with errstr. */
+int batch_start(struct batch *b,
+                const char *key,
+                cJSON *data,
+                struct engine_instance **out,
+                char *errstr,
+                size_t errstr_size);
+/* Marks inst (not yet cached: e.g. a FAILED instance being retried) to be cached and saved. */
+void batch_adopt(struct batch *b, struct engine_instance *inst);
 /* Writes msg to the dead-letter topic (through the outbox) with headers reason and reasonDetail. */
 int batch_dead_letter(struct batch *b,
                       const rd_kafka_message_t *msg,
@@ -149,5 +229,9 @@ int batch_dead_letter(struct batch *b,
 /* Returns the STARTED instance id from the cache or the store; NULL with *state_out set
  * ("FINISHED"...) if it exists but ended, or NULL and *state_out NULL if it does not exist.
  * Negative *err on store failure. */
-struct engine_instance *batch_instance(struct batch *b, int64_t id, char *state_out,
-                                       size_t state_size, int *err);
+struct engine_instance *batch_instance(struct batch *b,
+                                       int64_t id,
+                                       char *state_out,
+                                       size_t state_size,
+                                       char uuid_out[37],
+                                       int *err);

@@ -159,6 +159,12 @@ int batch_apply(struct batch *b, struct engine_instance *inst, struct engine_eff
         rc = d->store.m->x_history_add(d->store.st, inst->id, &fx->hist[i]);
     for (size_t i = 0; i < fx->nmsgs && !rc; i++)
         rc = add_outgoing(b, inst->id, &fx->msgs[i]);
+    for (size_t i = 0; i < fx->nresend && !rc; i++) {
+        int n = 0;
+        rc = d->store.m->x_outbox_requeue(d->store.st, fx->resend[i], &n);
+        b->requeued += (size_t)n;
+        atomic_fetch_add(&d->n.resent, n);
+    }
     touch(b, inst);
     return rc;
 }
@@ -216,8 +222,12 @@ int batch_dead_letter(struct batch *b,
     return add_outgoing(b, instance_id, &out);
 }
 
-struct engine_instance *batch_instance(struct batch *b, int64_t id, char *state_out,
-                                       size_t state_size, int *err)
+struct engine_instance *batch_instance(struct batch *b,
+                                       int64_t id,
+                                       char *state_out,
+                                       size_t state_size,
+                                       char uuid_out[37],
+                                       int *err)
 {
     struct daemon *d = b->d;
     *err = 0;
@@ -244,6 +254,7 @@ struct engine_instance *batch_instance(struct batch *b, int64_t id, char *state_
     }
     if (inst->state != ENGINE_STARTED) {
         snprintf(state_out, state_size, "%s", engine_state_name(inst->state));
+        memcpy(uuid_out, inst->uuid, 37);
         engine_instance_free(inst);
         return NULL;
     }
@@ -294,33 +305,58 @@ static void deploy_committed(struct daemon *d, struct request *r)
     r->def = NULL;
 }
 
-static void handle_start(struct batch *b, struct request *r)
+int batch_start(struct batch *b,
+                const char *key,
+                cJSON *data,
+                struct engine_instance **out,
+                char *errstr,
+                size_t errstr_size)
 {
     struct daemon *d = b->d;
-    const struct engine_def *def = registry_get(&d->reg, r->key, 0);
+    *out = NULL;
+    const struct engine_def *def = registry_get(&d->reg, key, 0);
     if (!def) {
-        r->rc = FLOWD_ERR_NOTFOUND;
-        snprintf(r->errstr, sizeof(r->errstr), "no process definition with key '%s' is deployed",
-                 r->key);
-        return;
+        cJSON_Delete(data);
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_NOTFOUND,
+                            "no process definition with key '%s' is deployed", key);
     }
     int64_t id = (d->cfg->node_id << INSTANCE_ID_NODE_SHIFT) | d->next_seq++;
     char uuid[37];
     clock_uuid4(uuid);
     struct engine_instance *inst = NULL;
     struct engine_effects fx = ENGINE_EFFECTS_INIT;
-    cJSON *data = r->data;
-    r->data = NULL;
-    r->rc = engine_start(def, id, uuid, data, b->now, &inst, &fx, r->errstr, sizeof(r->errstr));
-    if (r->rc) {
+    int rc = engine_start(def, id, uuid, data, b->now, &inst, &fx, errstr, errstr_size);
+    if (rc) {
         engine_effects_clear(&fx);
-        return;
+        return rc;
     }
     atomic_fetch_add(&d->n.started, 1);
     map_put(&d->cache, id, inst);
-    r->instance_id = id;
-    r->rc = batch_apply(b, inst, &fx);
+    rc = batch_apply(b, inst, &fx);
     engine_effects_clear(&fx);
+    *out = inst;
+    return rc;
+}
+
+static void handle_start(struct batch *b, struct request *r)
+{
+    struct engine_instance *inst = NULL;
+    cJSON *data = r->data;
+    r->data = NULL;
+    r->rc = batch_start(b, r->key, data, &inst, r->errstr, sizeof(r->errstr));
+    if (inst)
+        r->instance_id = inst->id;
+}
+
+int batch_publish(struct batch *b, int64_t instance_id, struct engine_message *msg)
+{
+    return add_outgoing(b, instance_id, msg);
+}
+
+void batch_adopt(struct batch *b, struct engine_instance *inst)
+{
+    map_put(&b->d->cache, inst->id, inst);
+    touch(b, inst);
 }
 
 /* ---- one batch ---- */
@@ -361,9 +397,51 @@ static void batch_abort(struct daemon *d, struct batch *b)
         struct engine_instance *inst = b->touched[i];
         if (map_get(&d->cache, inst->id) == inst)
             map_del(&d->cache, inst->id);
+        /* the cache holds every waiting instance (timers depend on it): read it back */
+        if (d->nreload == d->reload_cap) {
+            d->reload_cap = d->reload_cap ? d->reload_cap * 2 : 64;
+            d->reload = flowd_xrealloc(d->reload, d->reload_cap * sizeof(*d->reload));
+        }
+        d->reload[d->nreload++] = inst->id;
         engine_instance_free(inst);
     }
     b->ntouched = 0;
+}
+
+/* Reads back the instances a failed transaction evicted. Keeps the ones the store cannot give
+ * yet for the next try. */
+static void reload_evicted(struct daemon *d)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < d->nreload; i++) {
+        int64_t id = d->reload[i];
+        if (map_get(&d->cache, id))
+            continue;
+        char *blob = NULL;
+        int rc = d->store.m->x_instance_get(d->store.st, id, &blob);
+        if (rc == FLOWD_ERR_NOTFOUND)
+            continue; /* started in the failed batch: it never existed */
+        if (rc) {
+            d->reload[keep++] = id;
+            continue;
+        }
+        char err[FLOWD_ERRSTR_SIZE];
+        struct engine_instance *inst = engine_instance_from_json(blob, strlen(blob), err,
+                                                                 sizeof(err));
+        free(blob);
+        if (!inst || inst->state != ENGINE_STARTED) {
+            if (!inst)
+                FLOWD_LOG(LOG_ERROR, LOG_SUB_STORE, "instance %lld cannot be read: %s",
+                          (long long)id, err);
+            engine_instance_free(inst);
+            continue;
+        }
+        map_put(&d->cache, id, inst);
+        int64_t due = engine_instance_next_due(inst);
+        if (due)
+            timers_push(d, id, due);
+    }
+    d->nreload = keep;
 }
 
 static int save_touched(struct daemon *d, struct batch *b)
@@ -395,7 +473,9 @@ static int run_batch(struct daemon *d,
                      size_t nmsgs,
                      struct request *reqs,
                      int64_t *sent,
-                     size_t nsent)
+                     size_t nsent,
+                     const int64_t *due_ids,
+                     size_t ndue)
 {
     struct batch b;
     memset(&b, 0, sizeof(b));
@@ -409,14 +489,18 @@ static int run_batch(struct daemon *d,
     for (struct request *r = reqs; r && !rc; r = r->next) {
         if (r->type == REQ_DEPLOY)
             handle_deploy(&b, r);
-        else
+        else if (r->type == REQ_START)
             handle_start(&b, r);
+        else
+            backend_run_request(&b, r); /* cancel, retry, deliver, replay, stats */
         /* a request's own failure (unknown key...) is its answer; a store failure aborts */
         if (r->rc == FLOWD_ERR_IO || r->rc == FLOWD_ERR_AGAIN)
             rc = r->rc;
     }
     for (size_t i = 0; i < nmsgs && !rc; i++)
         rc = reply_handle(d, &b, msgs[i]);
+    for (size_t i = 0; i < ndue && !rc; i++)
+        rc = timers_fire(d, &b, due_ids[i]);
     if (!rc)
         rc = save_touched(d, &b);
     if (!rc)
@@ -454,21 +538,32 @@ static int run_batch(struct daemon *d,
         publish(d, &b.out[i]);
     atomic_fetch_add(&d->n.batches, 1);
     atomic_fetch_add(&d->n.batch_msgs, (long long)nmsgs);
+    if (nmsgs)
+        metrics_observe(&d->m.batch_size, (long long)nmsgs);
     for (struct request *r = reqs; r; r = r->next) {
         if (r->type == REQ_DEPLOY) {
             deploy_committed(d, r);
-        } else if (!r->rc) {
+        } else if (r->type == REQ_START && !r->rc) {
             struct engine_instance *inst = map_get(&d->cache, r->instance_id);
             r->result = engine_instance_view(inst);
         }
     }
+    if (b.requeued)
+        d->resend_needed = 1;
     for (size_t i = 0; i < b.ntouched; i++) {
         struct engine_instance *inst = b.touched[i];
+        int64_t due = engine_instance_next_due(inst);
+        if (due)
+            timers_push(d, inst->id, due);
         if (inst->state != ENGINE_STARTED) {
-            if (inst->state == ENGINE_FINISHED)
+            if (inst->state == ENGINE_FINISHED) {
                 atomic_fetch_add(&d->n.completed, 1);
-            else
+                metrics_observe(&d->m.latency_ms, (long long)(inst->ended_ms - inst->started_ms));
+            } else if (inst->state == ENGINE_TERMINATED) {
+                atomic_fetch_add(&d->m.cancelled, 1);
+            } else {
                 atomic_fetch_add(&d->n.failed, 1);
+            }
             map_del(&d->cache, inst->id);
             engine_instance_free(inst);
         }
@@ -534,23 +629,32 @@ void loop_run(struct daemon *d)
     int64_t sent_since = 0;
     int backoff_ms = 0;
 
+    int64_t due_ids[256];
+
     while (!d->stopping) {
         bus_poll(d->bus, 0);
+        if (d->nreload)
+            reload_evicted(d);
         int timeout = (bus_in_flight(d->bus) || d->nsent) ? 1 : 50;
+        int64_t next_due = timers_next(d);
+        if (next_due) {
+            int64_t until = next_due - clock_wall_ms();
+            timeout = until <= 0 ? 0 : until < timeout ? (int)until : timeout;
+        }
         if (!nmsgs)
             nmsgs = bus_consume(d->bus, msgs, max, timeout);
         struct request *reqs = take_requests(d);
+        size_t ndue = timers_take_due(d, clock_wall_ms(), due_ids, 256);
         bus_poll(d->bus, 0);
+        if (d->resend_needed && !bus_in_flight(d->bus) && !d->nsent)
+            loop_publish_unsent(d); /* re-sends, and deliveries that failed */
 
         if (d->nsent && !sent_since)
             sent_since = clock_mono_us();
         int flush_sent = d->nsent && (d->nsent >= SENT_FLUSH_COUNT ||
                                       clock_mono_us() - sent_since >= SENT_FLUSH_MS * 1000);
-        if (!nmsgs && !reqs && !flush_sent) {
-            if (d->resend_needed && !bus_in_flight(d->bus) && !d->nsent)
-                loop_publish_unsent(d);
+        if (!nmsgs && !reqs && !flush_sent && !ndue)
             continue;
-        }
 
         int64_t *sent = d->sent_ids;
         size_t nsent = d->nsent;
@@ -561,10 +665,17 @@ void loop_run(struct daemon *d)
         /* after failures, retry fewer messages at a time, so that one message that keeps
          * failing cannot hold back the others */
         size_t take = nmsgs < limit ? nmsgs : limit;
-        int rc = run_batch(d, msgs, take, reqs, sent, nsent);
+        int rc = run_batch(d, msgs, take, reqs, sent, nsent, due_ids, ndue);
         finish_requests(d, reqs);
         if (rc) {
             limit = take > 1 ? take / 2 : 1;
+            /* what fell due is still due: put it back (evicted instances come back through
+             * reload_evicted, with their due times) */
+            for (size_t i = 0; i < ndue; i++) {
+                const struct engine_instance *inst = map_get(&d->cache, due_ids[i]);
+                if (inst && engine_instance_next_due(inst))
+                    timers_push(d, due_ids[i], engine_instance_next_due(inst));
+            }
             /* keep the messages and the delivered ids for the retry */
             for (size_t i = 0; i < nsent; i++)
                 loop_on_delivery(d, sent[i], 0);

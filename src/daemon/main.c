@@ -189,6 +189,7 @@ int main(int argc, char **argv)
     pthread_mutex_init(&d->q_lock, NULL);
     pthread_cond_init(&d->q_done, NULL);
     atomic_store(&d->store_ok, 1);
+    metrics_init(&d->m);
     int re_ok = regcomp(&d->sub_re, cfg->subscription_regex, REG_EXTENDED | REG_NOSUB) == 0;
     flowd_assert(re_ok); /* config_resolve checked it */
 
@@ -218,6 +219,8 @@ int main(int argc, char **argv)
                 bus_bootstrap(d->bus), cfg->data_dir);
     }
     bus_ensure_topic(d->bus, cfg->dlq_topic);
+    /* not the start topic: an existing subscribed topic at startup would make the first
+     * receive topic wait for a second rebalance; it is created by its first producer */
     if (recover_load(d, errstr, sizeof(errstr))) {
         FLOWD_LOG(LOG_ERROR, LOG_SUB_MAIN, "%s", errstr);
         goto out;
@@ -268,6 +271,8 @@ out:
         if (map_used(&d->cache, i))
             engine_instance_free(d->cache.slots[i].val);
     map_release(&d->cache);
+    timers_release(d);
+    free(d->reload);
     registry_release(&d->reg);
     if (d->store.st)
         d->store.m->x_close(d->store.st);

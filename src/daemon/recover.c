@@ -57,6 +57,9 @@ static int load_instance(void *ctx, const struct store_instance_row *row)
         return 0;
     }
     map_put(&d->cache, inst->id, inst);
+    int64_t due = engine_instance_next_due(inst);
+    if (due)
+        timers_push(d, inst->id, due);
     l->ninst++;
     return 0;
 }

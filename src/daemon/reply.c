@@ -2,7 +2,9 @@
  *
  * Anything that cannot be delivered goes to the dead-letter topic with a `reason` header:
  * too-large, invalid-utf8, not-json, no-correlation, bad-correlation, unknown-instance,
- * instance-finished, no-waiting-node. Duplicates (same messageId, or the same offset of the same
+ * instance-finished, no-waiting-node (and, on the start topic, unknown-process, bad-start).
+ * Messages on the start topic start instances (start_from_kafka).
+ * Duplicates (same messageId, or the same offset of the same
  * cluster incarnation) are dropped and counted.
  */
 #include "daemon.h"
@@ -99,6 +101,122 @@ static const char *correlate(struct daemon *d,
     return "no-correlation";
 }
 
+/* Copies every header of msg onto out (which has room for n + extra), except those named in
+ * skip (NULL-terminated). */
+static void
+copy_headers(const rd_kafka_message_t *msg, struct engine_message *out, const char *const *skip)
+{
+    rd_kafka_headers_t *h = NULL;
+    if (rd_kafka_message_headers(msg, &h) || !h)
+        return;
+    for (size_t i = 0; i < rd_kafka_header_cnt(h); i++) {
+        const char *name;
+        const void *val;
+        size_t sz;
+        if (rd_kafka_header_get_all(h, i, &name, &val, &sz))
+            break;
+        int skipped = 0;
+        for (const char *const *k = skip; *k && !skipped; k++)
+            skipped = strcmp(*k, name) == 0;
+        if (skipped)
+            continue;
+        out->headers[out->nheaders].name = flowd_xstrdup(name);
+        out->headers[out->nheaders].value = val ? flowd_xstrndup(val, sz) : flowd_xstrdup("");
+        out->nheaders++;
+    }
+}
+
+/* A message on the start topic (DESIGN.md section 3): the definition is named by the
+ * Fx-ProcessName header or a processName body field, the body is the initial data. The answer
+ * goes to the confirm topic with the request's headers, the new processInstanceId and
+ * processInstanceUuid headers and the same in the body; a refusal answers with errorMessage and
+ * dead-letters the request (reason unknown-process or bad-start). Takes body. */
+static int
+start_from_kafka(struct daemon *d, struct batch *b, const rd_kafka_message_t *msg, cJSON *body)
+{
+    char key[128] = "", detail[FLOWD_ERRSTR_SIZE + 64] = "";
+    int cnt = 0;
+    const char *reason = NULL;
+    int has = header_str(msg, "Fx-ProcessName", key, sizeof(key), &cnt);
+    const cJSON *field = cJSON_GetObjectItemCaseSensitive(body, "processName");
+    if (has <= 0 && cJSON_IsString(field) && strlen(field->valuestring) < sizeof(key))
+        snprintf(key, sizeof(key), "%s", field->valuestring);
+    if (!cJSON_IsObject(body)) {
+        reason = "bad-start";
+        snprintf(detail, sizeof(detail), "the start data on %s must be a JSON object",
+                 d->cfg->start_topic);
+    } else if (!key[0]) {
+        reason = "bad-start";
+        snprintf(detail, sizeof(detail),
+                 "a start message needs the Fx-ProcessName header or a processName field");
+    }
+    struct engine_instance *inst = NULL;
+    int rc = 0;
+    if (!reason) {
+        if (has <= 0)
+            cJSON_DeleteItemFromObjectCaseSensitive(body, "processName");
+        rc = batch_start(b, key, body, &inst, detail, sizeof(detail));
+        body = NULL;
+        if (rc == FLOWD_ERR_NOTFOUND) {
+            reason = "unknown-process";
+            rc = 0;
+        } else if (rc == FLOWD_ERR_INVAL) {
+            reason = "bad-start";
+            rc = 0;
+        }
+        if (rc)
+            return rc;
+    }
+    cJSON_Delete(body);
+
+    struct engine_message out;
+    memset(&out, 0, sizeof(out));
+    rd_kafka_headers_t *hs = NULL;
+    size_t nh = rd_kafka_message_headers(msg, &hs) == 0 && hs ? rd_kafka_header_cnt(hs) : 0;
+    out.headers = flowd_xcalloc(nh + 3, sizeof(*out.headers));
+    static const char *const skip[] = {"processInstanceId", "processInstanceUuid", NULL};
+    copy_headers(msg, &out, skip);
+    cJSON *answer = cJSON_CreateObject();
+    cJSON_AddStringToObject(answer, "processName", key);
+    if (inst) {
+        atomic_fetch_add(&d->m.started_by_kafka, 1);
+        out.headers[out.nheaders].name = flowd_xstrdup("processInstanceId");
+        out.headers[out.nheaders++].value = flowd_xasprintf("%lld", (long long)inst->id);
+        out.headers[out.nheaders].name = flowd_xstrdup("processInstanceUuid");
+        out.headers[out.nheaders++].value = flowd_xstrdup(inst->uuid);
+        cJSON_AddNumberToObject(answer, "processInstanceId", (double)inst->id);
+        cJSON_AddStringToObject(answer, "processInstanceUuid", inst->uuid);
+        cJSON_AddStringToObject(answer, "state", engine_state_name(inst->state));
+        out.key = flowd_xasprintf("%lld", (long long)inst->id);
+        out.message_id = flowd_xasprintf("%s:confirm", inst->uuid);
+    } else {
+        cJSON_AddStringToObject(answer, "errorMessage", detail);
+        out.key = msg->key ? flowd_xstrndup(msg->key, msg->key_len) : NULL;
+        out.message_id = flowd_xasprintf("confirm:%s:%s/%d/%lld", bus_cluster_epoch(d->bus),
+                                         rd_kafka_topic_name(msg->rkt), (int)msg->partition,
+                                         (long long)msg->offset);
+    }
+    out.topic = flowd_xstrdup(d->cfg->confirm_topic);
+    out.value = json_print(answer);
+    cJSON_Delete(answer);
+    rc = batch_publish(b, inst ? inst->id : 0, &out);
+    if (!rc && reason)
+        rc = batch_dead_letter(b, msg, 0, reason, detail);
+    return rc;
+}
+
+/* Is msg a reply to a request that the instance with this uuid sent? (messageIds are
+ * "<instance uuid>:<node>:<action>:<seq>"). Such a reply that no node waits for came too late:
+ * after its wait timed out, or after the instance ended. */
+static int sent_by(const rd_kafka_message_t *msg, const char *uuid)
+{
+    char mid[300];
+    int cnt;
+    size_t ulen = strlen(uuid);
+    return header_str(msg, "messageId", mid, sizeof(mid), &cnt) == 1 &&
+           strncmp(mid, uuid, ulen) == 0 && mid[ulen] == ':';
+}
+
 int reply_handle(struct daemon *d, struct batch *b, const rd_kafka_message_t *msg)
 {
     atomic_fetch_add(&d->n.received, 1);
@@ -118,8 +236,9 @@ int reply_handle(struct daemon *d, struct batch *b, const rd_kafka_message_t *ms
     }
 
     if ((int64_t)msg->len > d->cfg->message_max_bytes) {
-        snprintf(detail, sizeof(detail), "message of %zu bytes on %s is over kafka.message.max-bytes (%lld)",
-                 msg->len, topic, (long long)d->cfg->message_max_bytes);
+        snprintf(detail, sizeof(detail),
+                 "message of %zu bytes on %s is over kafka.message.max-bytes (%lld)", msg->len,
+                 topic, (long long)d->cfg->message_max_bytes);
         return batch_dead_letter(b, msg, 0, "too-large", detail);
     }
     if (!msg->payload || !json_utf8_valid(msg->payload, msg->len)) {
@@ -133,6 +252,8 @@ int reply_handle(struct daemon *d, struct batch *b, const rd_kafka_message_t *ms
         snprintf(detail, sizeof(detail), "the value on %s is %s", topic, perr);
         return batch_dead_letter(b, msg, 0, "not-json", detail);
     }
+    if (strcmp(topic, d->cfg->start_topic) == 0)
+        return start_from_kafka(d, b, msg, body);
 
     int64_t id = 0;
     int err = 0;
@@ -146,8 +267,8 @@ int reply_handle(struct daemon *d, struct batch *b, const rd_kafka_message_t *ms
         return batch_dead_letter(b, msg, 0, reason, detail);
     }
 
-    char state[32];
-    struct engine_instance *inst = batch_instance(b, id, state, sizeof(state), &err);
+    char state[32], uuid[37];
+    struct engine_instance *inst = batch_instance(b, id, state, sizeof(state), uuid, &err);
     if (err) {
         cJSON_Delete(body);
         return err;
@@ -156,7 +277,8 @@ int reply_handle(struct daemon *d, struct batch *b, const rd_kafka_message_t *ms
         cJSON_Delete(body);
         if (state[0]) {
             snprintf(detail, sizeof(detail), "instance %lld is already %s", (long long)id, state);
-            return batch_dead_letter(b, msg, id, "instance-finished", detail);
+            return batch_dead_letter(b, msg, id, sent_by(msg, uuid) ? "late" : "instance-finished",
+                                     detail);
         }
         snprintf(detail, sizeof(detail), "no instance %lld", (long long)id);
         return batch_dead_letter(b, msg, 0, "unknown-instance", detail);
@@ -185,12 +307,8 @@ int reply_handle(struct daemon *d, struct batch *b, const rd_kafka_message_t *ms
         engine_effects_clear(&fx);
         /* a reply to a request this instance did send (its messageId starts with the instance
          * uuid), that no node waits for any more: it came after the wait timed out */
-        char mid[300];
-        size_t ulen = strlen(inst->uuid);
         reason = rc == FLOWD_ERR_STATE ? "instance-finished" : "no-waiting-node";
-        if (rc == FLOWD_ERR_NOWAIT &&
-            header_str(msg, "messageId", mid, sizeof(mid), &cnt) == 1 &&
-            strncmp(mid, inst->uuid, ulen) == 0 && mid[ulen] == ':')
+        if (sent_by(msg, inst->uuid))
             reason = "late";
         return batch_dead_letter(b, msg, id, reason, eerr);
     }

@@ -207,6 +207,33 @@ int engine_retry_incident(const struct engine_def *def,
                           char *errstr,
                           size_t errstr_size);
 
+/* ---- operator actions (engine_admin.c) ----------------------------------------------- */
+
+/* Cancels a STARTED instance: state TERMINATED, tokens dropped (late replies then dead-letter as
+ * instance-finished), one history row TERMINATED with reason as detail (may be NULL).
+ * FLOWD_ERR_STATE (inst unchanged) if the instance already ended. */
+int engine_cancel(struct engine_instance *inst,
+                  const char *reason,
+                  int64_t now_ms,
+                  struct engine_effects *fx,
+                  char *errstr,
+                  size_t errstr_size);
+
+/* Retries an instance: a STARTED one with incidents as engine_retry_incident(); a FAILED one
+ * starts again at failed_node (the node of its FAILED history row): the top-level members of
+ * patch (an object, or NULL; borrowed) replace those of its data, the state is STARTED again, the
+ * error cleared, a history row RETRIED written, then it runs on (a send node sends again, with
+ * new messageIds). FLOWD_ERR_STATE if there is nothing to retry; FLOWD_ERR_INVAL if failed_node
+ * is not a node of def or patch is not an object. */
+int engine_retry(const struct engine_def *def,
+                 struct engine_instance *inst,
+                 const char *failed_node,
+                 const cJSON *patch,
+                 int64_t now_ms,
+                 struct engine_effects *fx,
+                 char *errstr,
+                 size_t errstr_size);
+
 /* ---- templates (exposed for tests and the fuzzer) ------------------------------------- */
 
 struct engine_tpl_ctx {

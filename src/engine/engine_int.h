@@ -152,4 +152,12 @@ int engine_duration_parse(const char *s, int64_t *ms, char *errstr, size_t errst
 
 void engine_token_release(struct engine_token *tok);
 
+/* engine_step.c, for engine_admin.c: gives inst (set STARTED by the caller) one fresh token and
+ * walks it from node until it waits or the instance ends. */
+void engine_run_from(const struct engine_def *def,
+                     struct engine_instance *inst,
+                     int node,
+                     int64_t now_ms,
+                     struct engine_effects *fx);
+
 #endif

@@ -540,3 +540,20 @@ int engine_retry_incident(const struct engine_def *def,
     inst->updated_ms = now_ms;
     return 0;
 }
+
+/* For engine_admin.c (engine_retry): a FAILED instance starts again from node with one fresh
+ * token. Additive wrapper over run_token; the caller has set the instance STARTED. */
+void engine_run_from(const struct engine_def *def,
+                     struct engine_instance *inst,
+                     int node,
+                     int64_t now_ms,
+                     struct engine_effects *fx)
+{
+    struct run r = {def, inst, fx, now_ms, 0};
+    clear_tokens(inst);
+    inst->tokens = flowd_xcalloc(1, sizeof(*inst->tokens));
+    inst->ntokens = 1;
+    inst->tokens[0].node_id = flowd_xstrdup(def->nodes[node].id);
+    inst->tokens[0].state = ENGINE_TOKEN_ACTIVE;
+    run_token(&r, 0, node);
+}

@@ -49,14 +49,29 @@ struct store_outbox_row {
     const char *headers;           /* JSON array of [name, value] pairs */
 };
 
+/* Filter and page of x_instance_list. Zero/NULL fields do not filter. */
+struct store_instance_filter {
+    const char *state;             /* "STARTED"... */
+    const char *def_key;
+    int64_t started_from_ms;       /* started_ms >= this */
+    int64_t started_to_ms;         /* started_ms < this */
+    int64_t before_id;             /* paging: only ids below this */
+    size_t limit;                  /* rows at most (0: none) */
+};
+
 /* Callbacks return 0 to go on, non-zero to stop the scan (that value is returned). */
 typedef int(store_def_cb)(void *ctx, const struct store_def_row *row);
 typedef int(store_instance_cb)(void *ctx, const struct store_instance_row *row);
 typedef int(store_history_cb)(void *ctx, const struct engine_history *row);
 typedef int(store_outbox_cb)(void *ctx, const struct store_outbox_row *row);
+/* Listing: also when the row was written and sent (0 while unsent). */
+typedef int(store_outbox_list_cb)(void *ctx,
+                                  const struct store_outbox_row *row,
+                                  int64_t created_ms,
+                                  int64_t sent_ms);
 
 struct store_methods {
-    int version;                   /* 1 */
+    int version;                   /* 2 */
     const char *name;              /* "sqlite" */
     int (*x_open)(const struct store_options *opt, struct store **out, char *errstr, size_t n);
     void (*x_close)(struct store *st);
@@ -96,7 +111,9 @@ struct store_methods {
     /* Unsent rows in id order, at most limit. */
     int (*x_outbox_scan_unsent)(struct store *st, size_t limit, store_outbox_cb *cb, void *ctx);
     int (*x_outbox_mark_sent)(struct store *st, const int64_t *ids, size_t n, int64_t now_ms);
-    /* Marks the row(s) with message_id unsent again (re-publish). Returns the number in *n. */
+    /* Queues the message with message_id again (re-publish, same content and messageId) as a
+     * new unsent row, so that a delivery report for the original cannot cancel it. *n is 1, or 0
+     * when no such message is in the outbox (purged). */
     int (*x_outbox_requeue)(struct store *st, const char *message_id, int *n);
     /* Deletes sent rows older than before_ms. */
     int (*x_outbox_purge)(struct store *st, int64_t before_ms);
@@ -104,6 +121,21 @@ struct store_methods {
     /* Inbox: if key was seen returns 1; else records it and returns 0. Negative on error. */
     int (*x_inbox_check_add)(struct store *st, const char *key, int64_t now_ms);
     int (*x_inbox_purge)(struct store *st, int64_t before_ms);
+
+    /* ---- version 2: listing for the API (schema migration 2 adds their indexes) ---- */
+    /* Instances matching f, highest id first (rows carry the blob). */
+    int (*x_instance_list)(struct store *st, const struct store_instance_filter *f,
+                           store_instance_cb *cb, void *ctx);
+    /* Outbox rows for topic (e.g. the dead-letter topic), highest id first, ids below before_id
+     * (0: any), at most limit. */
+    int (*x_outbox_list_topic)(struct store *st, const char *topic, int64_t before_id,
+                               size_t limit, store_outbox_list_cb *cb, void *ctx);
+    /* One outbox row by id, given to cb; FLOWD_ERR_NOTFOUND if absent. */
+    int (*x_outbox_get)(struct store *st, int64_t id, store_outbox_list_cb *cb, void *ctx);
+    /* Number of unsent outbox rows (the relay's backlog). */
+    int (*x_outbox_count_unsent)(struct store *st, int64_t *n);
+    /* Forgets an inbox key (a replayed dead letter must not be dropped as a duplicate). */
+    int (*x_inbox_forget)(struct store *st, const char *key);
 };
 
 /* The backends. */

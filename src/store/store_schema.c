@@ -54,6 +54,11 @@ const char *const store_sqlite_migrations[] = {
     "CREATE TABLE inbox ("
     "  key TEXT PRIMARY KEY,"
     "  seen_ms INTEGER NOT NULL) WITHOUT ROWID;",
+
+    /* 1 -> 2: listing instances by definition and dead letters (outbox rows by topic). */
+    "CREATE INDEX instances_def_key ON instances (def_key, id);"
+    "CREATE INDEX instances_started ON instances (started_ms);"
+    "CREATE INDEX outbox_topic ON outbox (topic, id);",
 };
 
 const int store_sqlite_schema_version =

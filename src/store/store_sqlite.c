@@ -58,6 +58,11 @@ enum stmt_id {
     S_OUT_PURGE,
     S_IN_ADD,
     S_IN_PURGE,
+    S_INST_LIST,
+    S_OUT_LIST_TOPIC,
+    S_OUT_GET,
+    S_OUT_COUNT_UNSENT,
+    S_IN_FORGET,
     S_COUNT
 };
 
@@ -97,10 +102,28 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_OUT_SCAN_UNSENT] = "SELECT id, instance_id, message_id, topic, key, value, headers"
                           " FROM outbox WHERE sent_ms IS NULL ORDER BY id LIMIT ?1",
     [S_OUT_MARK_SENT] = "UPDATE outbox SET sent_ms = ?2 WHERE id = ?1",
-    [S_OUT_REQUEUE] = "UPDATE outbox SET sent_ms = NULL WHERE message_id = ?1",
+    /* a copy, not an update: the original may still be in flight, and its delivery report
+     * (mark_sent by row id) must not cancel the re-send */
+    [S_OUT_REQUEUE] = "INSERT INTO outbox (instance_id, message_id, topic, key, value, headers,"
+                      " created_ms, sent_ms) SELECT instance_id, message_id, topic, key, value,"
+                      " headers, created_ms, NULL FROM outbox WHERE id ="
+                      " (SELECT max(id) FROM outbox WHERE message_id = ?1)",
     [S_OUT_PURGE] = "DELETE FROM outbox WHERE sent_ms < ?1",
     [S_IN_ADD] = "INSERT OR IGNORE INTO inbox (key, seen_ms) VALUES (?1, ?2)",
     [S_IN_PURGE] = "DELETE FROM inbox WHERE seen_ms < ?1",
+    /* Unset filters are NULL or 0; the rowid walk (newest first) stops at the LIMIT. */
+    [S_INST_LIST] = "SELECT id, uuid, def_key, def_version, state, blob, started_ms, updated_ms"
+                    " FROM instances WHERE (?1 IS NULL OR state = ?1)"
+                    " AND (?2 IS NULL OR def_key = ?2) AND (?3 = 0 OR started_ms >= ?3)"
+                    " AND (?4 = 0 OR started_ms < ?4) AND (?5 = 0 OR id < ?5)"
+                    " ORDER BY id DESC LIMIT ?6",
+    [S_OUT_LIST_TOPIC] = "SELECT id, instance_id, message_id, topic, key, value, headers,"
+                         " created_ms, coalesce(sent_ms, 0) FROM outbox"
+                         " WHERE topic = ?1 AND (?2 = 0 OR id < ?2) ORDER BY id DESC LIMIT ?3",
+    [S_OUT_GET] = "SELECT id, instance_id, message_id, topic, key, value, headers,"
+                  " created_ms, coalesce(sent_ms, 0) FROM outbox WHERE id = ?1",
+    [S_OUT_COUNT_UNSENT] = "SELECT count(*) FROM outbox WHERE sent_ms IS NULL",
+    [S_IN_FORGET] = "DELETE FROM inbox WHERE key = ?1",
 };
 
 struct store {
@@ -656,6 +679,138 @@ static int sq_inbox_purge(struct store *st, int64_t before_ms)
     return exec_stmt(st, S_IN_PURGE, "inbox_purge");
 }
 
+/* ---- listing (store version 2) -------------------------------------------------------- */
+
+static int sq_instance_list(struct store *st,
+                            const struct store_instance_filter *f,
+                            store_instance_cb *cb,
+                            void *ctx)
+{
+    const char *what = "instance_list";
+    int err = scan_enter(st, S_INST_LIST, what);
+    if (err)
+        return err;
+    sqlite3_stmt *s = st->stmt[S_INST_LIST];
+    bind_text(st, s, 1, f->state);
+    bind_text(st, s, 2, f->def_key);
+    bind_int64(st, s, 3, f->started_from_ms);
+    bind_int64(st, s, 4, f->started_to_ms);
+    bind_int64(st, s, 5, f->before_id);
+    bind_int64(st, s, 6, f->limit > (size_t)INT64_MAX ? -1 : (int64_t)f->limit);
+    for (;;) {
+        int row;
+        if ((err = step(st, s, what, &row)) || !row)
+            break;
+        struct store_instance_row r = {
+            .id = sqlite3_column_int64(s, 0),
+            .uuid = col_text(s, 1),
+            .def_key = col_text(s, 2),
+            .def_version = sqlite3_column_int(s, 3),
+            .state = col_text(s, 4),
+            .blob = col_text(s, 5),
+            .started_ms = sqlite3_column_int64(s, 6),
+            .updated_ms = sqlite3_column_int64(s, 7),
+        };
+        if ((err = cb(ctx, &r)))
+            break;
+    }
+    sqlite3_reset(s);
+    return err;
+}
+
+/* Reads the outbox row at the current step of s (columns as in S_OUT_GET). */
+static void
+outbox_row_of(sqlite3_stmt *s, struct store_outbox_row *r, int64_t *created_ms, int64_t *sent_ms)
+{
+    memset(r, 0, sizeof(*r));
+    r->id = sqlite3_column_int64(s, 0);
+    r->instance_id = sqlite3_column_int64(s, 1);
+    r->message_id = col_text(s, 2);
+    r->topic = col_text(s, 3);
+    r->key = col_text(s, 4);
+    r->headers = col_text(s, 6);
+    *created_ms = sqlite3_column_int64(s, 7);
+    *sent_ms = sqlite3_column_int64(s, 8);
+    if (sqlite3_column_type(s, 5) != SQLITE_NULL) {
+        r->value = col_text(s, 5);
+        r->value_len = (size_t)sqlite3_column_bytes(s, 5);
+        if (!r->value)
+            r->value = "";
+    }
+}
+
+static int sq_outbox_list_topic(struct store *st,
+                                const char *topic,
+                                int64_t before_id,
+                                size_t limit,
+                                store_outbox_list_cb *cb,
+                                void *ctx)
+{
+    const char *what = "outbox_list_topic";
+    if (!topic)
+        return fail_inval(st, what, "topic is required");
+    int err = scan_enter(st, S_OUT_LIST_TOPIC, what);
+    if (err)
+        return err;
+    sqlite3_stmt *s = st->stmt[S_OUT_LIST_TOPIC];
+    bind_text(st, s, 1, topic);
+    bind_int64(st, s, 2, before_id);
+    bind_int64(st, s, 3, limit > (size_t)INT64_MAX ? -1 : (int64_t)limit);
+    for (;;) {
+        int row;
+        if ((err = step(st, s, what, &row)) || !row)
+            break;
+        struct store_outbox_row r;
+        int64_t created, sent;
+        outbox_row_of(s, &r, &created, &sent);
+        if ((err = cb(ctx, &r, created, sent)))
+            break;
+    }
+    sqlite3_reset(s);
+    return err;
+}
+
+static int sq_outbox_get(struct store *st, int64_t id, store_outbox_list_cb *cb, void *ctx)
+{
+    const char *what = "outbox_get";
+    int err = scan_enter(st, S_OUT_GET, what);
+    if (err)
+        return err;
+    sqlite3_stmt *s = st->stmt[S_OUT_GET];
+    bind_int64(st, s, 1, id);
+    int row;
+    err = step(st, s, what, &row);
+    if (!err && !row)
+        err = FLOWD_ERR_NOTFOUND;
+    if (!err) {
+        struct store_outbox_row r;
+        int64_t created, sent;
+        outbox_row_of(s, &r, &created, &sent);
+        err = cb(ctx, &r, created, sent);
+    }
+    sqlite3_reset(s);
+    return err;
+}
+
+static int sq_outbox_count_unsent(struct store *st, int64_t *n)
+{
+    sqlite3_stmt *s = st->stmt[S_OUT_COUNT_UNSENT];
+    int row;
+    int err = step(st, s, "outbox_count_unsent", &row);
+    if (!err)
+        *n = row ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return err;
+}
+
+static int sq_inbox_forget(struct store *st, const char *key)
+{
+    if (!key)
+        return fail_inval(st, "inbox_forget", "key is required");
+    bind_text(st, st->stmt[S_IN_FORGET], 1, key);
+    return exec_stmt(st, S_IN_FORGET, "inbox_forget");
+}
+
 /* ---- open and close ------------------------------------------------------------------- */
 
 static void sq_close(struct store *st)
@@ -857,7 +1012,7 @@ err:
 }
 
 const struct store_methods store_sqlite_methods = {
-    1,
+    2,
     "sqlite",
     sq_open,
     sq_close,
@@ -881,4 +1036,9 @@ const struct store_methods store_sqlite_methods = {
     sq_outbox_purge,
     sq_inbox_check_add,
     sq_inbox_purge,
+    sq_instance_list,
+    sq_outbox_list_topic,
+    sq_outbox_get,
+    sq_outbox_count_unsent,
+    sq_inbox_forget,
 };

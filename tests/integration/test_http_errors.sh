@@ -62,7 +62,7 @@ h_assert_eq "${out##*$'\n'}" 413 "chunked body over http.max-body-bytes"
 expect_error 404 "" GET /v1/no-such-route
 expect_error 404 "" GET /nothing/here
 expect_error 405 "" DELETE /v1/definitions
-expect_error 405 "" GET /v1/definitions
+expect_error 405 "" PUT /v1/definitions
 expect_error 405 "" POST /v1/instances/1
 expect_error 405 "" DELETE /health
 # RFC 9110 15.5.6: a 405 response MUST carry an Allow header listing the allowed methods.

@@ -795,9 +795,24 @@ static void test_outbox_mark_sent_hides_rows_and_requeue_brings_them_back(void *
     assert_int_equal(n, 1);
     buf_reset(&b);
     assert_int_equal(fx->m->x_outbox_scan_unsent(fx->st, 10, collect_outbox, &b), 0);
-    assert_string_equal(buf_str(&b), "m-b;m-c;");
+    assert_string_equal(buf_str(&b), "m-c;m-b;");
     assert_int_equal(fx->m->x_outbox_requeue(fx->st, "no-such-message", &n), 0);
     assert_int_equal(n, 0);
+    buf_release(&b);
+}
+
+static void test_outbox_requeue_survives_the_originals_delivery_report(void **state)
+{
+    struct fixture *fx = *state;
+    int64_t a = add_outbox(fx, 1, "m-a"); /* published, report not yet in */
+    int n = -1;
+    assert_int_equal(fx->m->x_outbox_requeue(fx->st, "m-a", &n), 0);
+    assert_int_equal(n, 1);
+    int64_t ids[1] = {a};
+    assert_int_equal(fx->m->x_outbox_mark_sent(fx->st, ids, 1, 500), 0);
+    struct buf b = BUF_INIT;
+    assert_int_equal(fx->m->x_outbox_scan_unsent(fx->st, 10, collect_outbox, &b), 0);
+    assert_string_equal(buf_str(&b), "m-a;");
     buf_release(&b);
 }
 
@@ -822,7 +837,7 @@ static void test_outbox_purge_deletes_only_old_sent_rows(void **state)
     assert_int_equal(fx->m->x_outbox_purge(fx->st, INT64_MAX), 0);
     struct buf b = BUF_INIT;
     assert_int_equal(fx->m->x_outbox_scan_unsent(fx->st, 10, collect_outbox, &b), 0);
-    assert_string_equal(buf_str(&b), "m-recent;m-unsent;");
+    assert_string_equal(buf_str(&b), "m-unsent;m-recent;");
     buf_release(&b);
 }
 
@@ -894,6 +909,119 @@ static void test_throughput_is_printed(void **state)
     run_throughput(fx, "NORMAL");
 }
 
+/* ---- listing (version 2) -------------------------------------------------------------- */
+
+static void put_instance_kv(
+    struct fixture *fx, int64_t id, const char *key, const char *state, int64_t started_ms)
+{
+    char uuid[37];
+    snprintf(uuid, sizeof(uuid), "00000000-0000-4000-8000-%012" PRId64, id);
+    struct store_instance_row r = {id, uuid, key, 1, state, "{}", started_ms, started_ms};
+    assert_int_equal(fx->m->x_instance_put(fx->st, &r), 0);
+}
+
+static int collect_instance_id(void *ctx, const struct store_instance_row *row)
+{
+    buf_printf(ctx, "%" PRId64 ";", row->id);
+    return 0;
+}
+
+static void test_instance_list_filters_and_pages_newest_first(void **state)
+{
+    struct fixture *fx = *state;
+    put_instance_kv(fx, 1, "a", "FINISHED", 100);
+    put_instance_kv(fx, 2, "a", "STARTED", 200);
+    put_instance_kv(fx, 3, "b", "STARTED", 300);
+    put_instance_kv(fx, 4, "a", "STARTED", 400);
+    put_instance_kv(fx, 5, "a", "FAILED", 500);
+    struct buf b = BUF_INIT;
+    struct store_instance_filter f = {.limit = 100};
+    assert_int_equal(fx->m->x_instance_list(fx->st, &f, collect_instance_id, &b), 0);
+    assert_string_equal(buf_str(&b), "5;4;3;2;1;");
+
+    buf_reset(&b);
+    f = (struct store_instance_filter){.state = "STARTED", .def_key = "a", .limit = 100};
+    assert_int_equal(fx->m->x_instance_list(fx->st, &f, collect_instance_id, &b), 0);
+    assert_string_equal(buf_str(&b), "4;2;");
+
+    buf_reset(&b);
+    f = (struct store_instance_filter){.started_from_ms = 200, .started_to_ms = 400, .limit = 100};
+    assert_int_equal(fx->m->x_instance_list(fx->st, &f, collect_instance_id, &b), 0);
+    assert_string_equal(buf_str(&b), "3;2;");
+
+    /* pages of two: the next page starts below the last id seen */
+    buf_reset(&b);
+    f = (struct store_instance_filter){.limit = 2};
+    assert_int_equal(fx->m->x_instance_list(fx->st, &f, collect_instance_id, &b), 0);
+    assert_string_equal(buf_str(&b), "5;4;");
+    buf_reset(&b);
+    f.before_id = 4;
+    assert_int_equal(fx->m->x_instance_list(fx->st, &f, collect_instance_id, &b), 0);
+    assert_string_equal(buf_str(&b), "3;2;");
+    buf_reset(&b);
+    f.before_id = 2;
+    assert_int_equal(fx->m->x_instance_list(fx->st, &f, collect_instance_id, &b), 0);
+    assert_string_equal(buf_str(&b), "1;");
+    buf_release(&b);
+}
+
+static int collect_outbox_full(void *ctx,
+                               const struct store_outbox_row *row,
+                               int64_t created_ms,
+                               int64_t sent_ms)
+{
+    (void)created_ms;
+    buf_printf(ctx, "%" PRId64 ":%s:%s:%.*s:%s:%" PRId64 ";", row->id, row->message_id, row->topic,
+               (int)row->value_len, row->value ? row->value : "", row->headers, sent_ms);
+    return 0;
+}
+
+static void test_outbox_list_topic_and_get_return_rows_with_their_times(void **state)
+{
+    struct fixture *fx = *state;
+    struct store_outbox_row dl = {0, 0, "dlq-1", "dlq", NULL, "x", 1, "[[\"reason\",\"r\"]]"};
+    int64_t d1 = 0, d2 = 0;
+    assert_int_equal(fx->m->x_outbox_add(fx->st, &dl, 100, &d1), 0);
+    add_outbox(fx, 1, "m-a");
+    dl.message_id = "dlq-2";
+    assert_int_equal(fx->m->x_outbox_add(fx->st, &dl, 200, &d2), 0);
+    assert_int_equal(fx->m->x_outbox_mark_sent(fx->st, &d1, 1, 150), 0);
+
+    struct buf b = BUF_INIT, want = BUF_INIT;
+    assert_int_equal(fx->m->x_outbox_list_topic(fx->st, "dlq", 0, 10, collect_outbox_full, &b), 0);
+    buf_printf(&want,
+               "%" PRId64 ":dlq-2:dlq:x:[[\"reason\",\"r\"]]:0;%" PRId64
+               ":dlq-1:dlq:x:[[\"reason\",\"r\"]]:150;",
+               d2, d1);
+    assert_string_equal(buf_str(&b), buf_str(&want));
+    buf_reset(&b);
+    assert_int_equal(fx->m->x_outbox_list_topic(fx->st, "dlq", d2, 10, collect_outbox_full, &b), 0);
+    assert_true(strncmp(buf_str(&b), "1:dlq-1:", 8) == 0 || strstr(buf_str(&b), ":dlq-1:"));
+    assert_null(strstr(buf_str(&b), "dlq-2"));
+
+    buf_reset(&b);
+    assert_int_equal(fx->m->x_outbox_get(fx->st, d2, collect_outbox_full, &b), 0);
+    assert_non_null(strstr(buf_str(&b), ":dlq-2:dlq:x:"));
+    assert_int_equal(fx->m->x_outbox_get(fx->st, 999999, collect_outbox_full, &b),
+                     FLOWD_ERR_NOTFOUND);
+
+    int64_t n = -1;
+    assert_int_equal(fx->m->x_outbox_count_unsent(fx->st, &n), 0);
+    assert_int_equal(n, 2);
+    buf_release(&b);
+    buf_release(&want);
+}
+
+static void test_inbox_forget_makes_a_key_new_again(void **state)
+{
+    struct fixture *fx = *state;
+    assert_int_equal(fx->m->x_inbox_check_add(fx->st, "m:1", 10), 0);
+    assert_int_equal(fx->m->x_inbox_check_add(fx->st, "m:1", 10), 1);
+    assert_int_equal(fx->m->x_inbox_forget(fx->st, "m:1"), 0);
+    assert_int_equal(fx->m->x_inbox_check_add(fx->st, "m:1", 10), 0);
+    assert_int_equal(fx->m->x_inbox_forget(fx->st, "never-seen"), 0);
+}
+
 /* ---- runner --------------------------------------------------------------------------- */
 
 #define T(f) cmocka_unit_test_prestate_setup_teardown(f, setup, teardown, NULL)
@@ -936,9 +1064,13 @@ int main(void)
         T(test_outbox_scan_unsent_in_id_order_up_to_limit),
         T(test_outbox_keeps_binary_value_and_null_fields),
         T(test_outbox_mark_sent_hides_rows_and_requeue_brings_them_back),
+        T(test_outbox_requeue_survives_the_originals_delivery_report),
         T(test_outbox_purge_deletes_only_old_sent_rows),
         T(test_inbox_reports_new_then_seen),
         T(test_inbox_purge_forgets_only_old_keys),
+        T(test_instance_list_filters_and_pages_newest_first),
+        T(test_outbox_list_topic_and_get_return_rows_with_their_times),
+        T(test_inbox_forget_makes_a_key_new_again),
         T(test_throughput_is_printed),
     };
     int failed = 0;
