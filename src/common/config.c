@@ -18,6 +18,7 @@
 #include "buf.h"
 #include "config_int.h"
 #include "err.h"
+#include "json.h"
 #include "log.h"
 #include "mem.h"
 
@@ -522,6 +523,11 @@ int config_set_from(struct flowd_config *cfg,
     int rc = config_check_key(name, errstr, errstr_size);
     if (rc)
         return rc;
+    /* the configuration is printed back as YAML, which must be UTF-8 */
+    if (!json_utf8_valid(value, strlen(value)))
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                            "key '%s': value is not valid UTF-8%s%s%s", name,
+                            origin ? " (from " : "", origin ? origin : "", origin ? ")" : "");
     if (strncmp(name, KPROPS_PREFIX, strlen(KPROPS_PREFIX)) == 0) {
         set_kprop(cfg->priv, name, value, src, origin);
         return 0;
@@ -693,13 +699,17 @@ static int resolve_node(struct resolver *r, size_t i)
             } else {
                 char *var = flowd_xstrndup(ref, (size_t)(end - ref));
                 const char *env = getenv(var);
-                if (env)
+                if (env && !json_utf8_valid(env, strlen(env)))
+                    rc = key_err(r->errstr, r->errstr_size, name, v,
+                                 "environment variable %s (in ${%s}) is not valid UTF-8", var,
+                                 var);
+                else if (env)
                     rc = buf_adds(&b, env);
                 else
                     rc =
                         key_err(r->errstr, r->errstr_size, name, v, "unknown reference ${%s}", var);
                 free(var);
-                if (!env)
+                if (!env || rc)
                     break;
             }
             p = end + 1;

@@ -707,6 +707,21 @@ static void docs_configuration_md_holds_the_generated_reference(void **state)
     free(ref);
 }
 
+/* Found by the config fuzzer: a value that is not UTF-8 printed a config that did not load back. */
+static void value_that_is_not_utf8_is_refused_naming_the_key(void **state)
+{
+    (void)state;
+    struct flowd_config *cfg = config_new();
+    char err[FLOWD_ERRSTR_SIZE] = "";
+    assert_int_equal(config_set(cfg, "kafka.properties.acks", "a\x9fl", err, sizeof(err)),
+                     FLOWD_ERR_INVAL);
+    assert_contains(err, "kafka.properties.acks");
+    assert_contains(err, "UTF-8");
+    assert_int_equal(config_set(cfg, "log.level", "\xff", err, sizeof(err)), FLOWD_ERR_INVAL);
+    assert_contains(err, "log.level");
+    config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -737,6 +752,7 @@ int main(void)
         cmocka_unit_test(print_hides_secret_kafka_properties),
         cmocka_unit_test(printed_config_loads_back_to_the_same_config),
         cmocka_unit_test(docs_configuration_md_holds_the_generated_reference),
+        cmocka_unit_test(value_that_is_not_utf8_is_refused_naming_the_key),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
