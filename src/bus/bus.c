@@ -307,13 +307,25 @@ int bus_subscribe(struct bus *bus, char *errstr, size_t errstr_size)
     return 0;
 }
 
-size_t bus_consume(struct bus *bus, rd_kafka_message_t **msgs, size_t max, int timeout_ms)
+size_t bus_consume(struct bus *bus,
+                   rd_kafka_message_t **msgs,
+                   size_t max,
+                   int timeout_ms,
+                   int linger_ms)
 {
     size_t n = 0;
+    int64_t deadline = 0;
     while (n < max) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(bus->consumer, n ? 0 : timeout_ms);
+        int wait = timeout_ms;
+        if (n) {
+            int64_t left = deadline - clock_mono_us();
+            wait = left > 0 ? (int)((left + 999) / 1000) : 0;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(bus->consumer, wait);
         if (!m)
             break;
+        if (!n)
+            deadline = clock_mono_us() + (int64_t)linger_ms * 1000;
         if (m->err) {
             /* a regex subscription with no matching topic yet is normal, not a problem */
             if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)

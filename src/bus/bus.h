@@ -50,9 +50,13 @@ void bus_ensure_topic(struct bus *bus, const char *topic);
 /* Subscribes to the engine pattern (cfg->subscription_regex). */
 int bus_subscribe(struct bus *bus, char *errstr, size_t errstr_size);
 
-/* Waits up to timeout_ms for the first message, then takes what is already there, up to max.
- * Returns the count; the caller owns the messages (rd_kafka_message_destroy). */
-size_t bus_consume(struct bus *bus, rd_kafka_message_t **msgs, size_t max, int timeout_ms);
+/* Waits up to timeout_ms for the first message, then up to linger_ms more for others (group
+ * commit), up to max. Returns the count; the caller owns the messages (rd_kafka_message_destroy). */
+size_t bus_consume(struct bus *bus,
+                   rd_kafka_message_t **msgs,
+                   size_t max,
+                   int timeout_ms,
+                   int linger_ms);
 /* Commits (async) the offsets after the given messages, per partition. */
 void bus_commit(struct bus *bus, rd_kafka_message_t *const *msgs, size_t n);
 /* Seeks back to the first of these messages on every partition: they will be consumed again. */

@@ -212,6 +212,14 @@ static const struct flowd_prop props[] = {
           0,
           1000,
           "Longest wait for a batch to fill before it is committed."),
+    P_INT("engine.early-reply-ttl-ms",
+          early_reply_ttl_ms,
+          "300000",
+          0,
+          604800000,
+          "How long a reply that came before its instance reached the receive node it is for is "
+          "kept; then it goes to the dead-letter topic with reason `expired`. 0 dead-letters such "
+          "replies at once (`no-waiting-node`)."),
     P_ENUM("engine.republish-on-start",
            republish_on_start,
            "auto",

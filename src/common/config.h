@@ -47,6 +47,7 @@ struct flowd_config {
     int64_t node_id;            /* engine.node-id */
     int64_t batch_max;          /* engine.batch.max-messages */
     int64_t batch_wait_ms;      /* engine.batch.max-wait-ms */
+    int64_t early_reply_ttl_ms; /* engine.early-reply-ttl-ms */
     int64_t republish_on_start; /* engine.republish-on-start: -1 auto, 0 no, 1 yes */
     /* http */
     char *http_bind;       /* http.bind */

@@ -151,6 +151,47 @@ static void touch(struct batch *b, struct engine_instance *inst)
     b->touched[b->ntouched++] = inst;
 }
 
+/* An early reply that was kept and never taken: to the dead-letter topic, reason expired, with
+ * the headers it came with. */
+static int dead_letter_expired(struct batch *b, int64_t instance_id, const struct engine_parked *p)
+{
+    struct daemon *d = b->d;
+    atomic_fetch_add(&d->n.dead_lettered, 1);
+    FLOWD_LOG(LOG_WARN, LOG_SUB_ENGINE,
+              "dead-lettered early reply %s of instance %lld (reason=expired): node '%s' was "
+              "not reached in time",
+              p->message_id, (long long)instance_id, p->destination_id ? p->destination_id : "");
+    struct engine_message out;
+    memset(&out, 0, sizeof(out));
+    out.topic = flowd_xstrdup(d->cfg->dlq_topic);
+    out.key = flowd_xasprintf("%lld", (long long)instance_id);
+    out.value = flowd_xstrdup(p->value);
+    cJSON *h = p->headers ? cJSON_Parse(p->headers) : NULL;
+    int nh = cJSON_GetArraySize(h);
+    out.headers = flowd_xcalloc((size_t)nh + 3, sizeof(*out.headers));
+    for (int i = 0; i < nh; i++) {
+        const cJSON *pair = cJSON_GetArrayItem(h, i);
+        const cJSON *k = cJSON_GetArrayItem(pair, 0), *v = cJSON_GetArrayItem(pair, 1);
+        if (!cJSON_IsString(k) || !cJSON_IsString(v))
+            continue;
+        out.headers[out.nheaders].name = flowd_xstrdup(k->valuestring);
+        out.headers[out.nheaders].value = flowd_xstrdup(v->valuestring);
+        out.nheaders++;
+    }
+    cJSON_Delete(h);
+    const char *extra[][2] = {{"reason", "expired"},
+                              {"reasonDetail", "kept as an early reply, but the instance did not "
+                                               "reach its receive node in time"},
+                              {"originalTopic", p->topic ? p->topic : ""}};
+    for (size_t i = 0; i < 3; i++) {
+        out.headers[out.nheaders].name = flowd_xstrdup(extra[i][0]);
+        out.headers[out.nheaders].value = flowd_xstrdup(extra[i][1]);
+        out.nheaders++;
+    }
+    out.message_id = flowd_xasprintf("dlq:expired:%s", p->message_id);
+    return add_outgoing(b, instance_id, &out);
+}
+
 int batch_apply(struct batch *b, struct engine_instance *inst, struct engine_effects *fx)
 {
     struct daemon *d = b->d;
@@ -165,6 +206,8 @@ int batch_apply(struct batch *b, struct engine_instance *inst, struct engine_eff
         b->requeued += (size_t)n;
         atomic_fetch_add(&d->n.resent, n);
     }
+    for (size_t i = 0; i < fx->nexpired && !rc; i++)
+        rc = dead_letter_expired(b, inst->id, &fx->expired[i]);
     touch(b, inst);
     return rc;
 }
@@ -642,7 +685,7 @@ void loop_run(struct daemon *d)
             timeout = until <= 0 ? 0 : until < timeout ? (int)until : timeout;
         }
         if (!nmsgs)
-            nmsgs = bus_consume(d->bus, msgs, max, timeout);
+            nmsgs = bus_consume(d->bus, msgs, max, timeout, (int)d->cfg->batch_wait_ms);
         struct request *reqs = take_requests(d);
         size_t ndue = timers_take_due(d, clock_wall_ms(), due_ids, 256);
         bus_poll(d->bus, 0);

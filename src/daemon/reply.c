@@ -9,6 +9,7 @@
  */
 #include "daemon.h"
 
+#include "../common/buf.h"
 #include "../common/err.h"
 #include "../common/log.h"
 #include "../common/mem.h"
@@ -205,6 +206,30 @@ start_from_kafka(struct daemon *d, struct batch *b, const rd_kafka_message_t *ms
     return rc;
 }
 
+/* The message's headers as the outbox stores them: a JSON array of [name, value]. */
+static char *msg_headers_json(const rd_kafka_message_t *msg)
+{
+    struct buf b = BUF_INIT;
+    rd_kafka_headers_t *h = NULL;
+    buf_addc(&b, '[');
+    if (rd_kafka_message_headers(msg, &h) == 0 && h) {
+        const char *name;
+        const void *val;
+        size_t sz;
+        for (size_t i = 0; rd_kafka_header_get_all(h, i, &name, &val, &sz) == 0; i++) {
+            if (i)
+                buf_addc(&b, ',');
+            buf_addc(&b, '[');
+            buf_add_json_str(&b, name, strlen(name));
+            buf_addc(&b, ',');
+            buf_add_json_str(&b, val ? val : "", val ? sz : 0);
+            buf_addc(&b, ']');
+        }
+    }
+    buf_addc(&b, ']');
+    return buf_detach(&b);
+}
+
 /* Is msg a reply to a request that the instance with this uuid sent? (messageIds are
  * "<instance uuid>:<node>:<action>:<seq>"). Such a reply that no node waits for came too late:
  * after its wait timed out, or after the instance ended. */
@@ -303,6 +328,28 @@ int reply_handle(struct daemon *d, struct batch *b, const rd_kafka_message_t *ms
     char eerr[FLOWD_ERRSTR_SIZE] = "";
     int rc = engine_deliver(def, inst, &ev, b->now, &fx, eerr, sizeof(eerr));
     cJSON_Delete(body);
+    if (rc == FLOWD_ERR_NOWAIT && d->cfg->early_reply_ttl_ms > 0) {
+        /* an answer to a request still outstanding, for a node the instance has not reached
+         * yet: keep it until it gets there */
+        char mid[300];
+        engine_effects_clear(&fx);
+        if (header_str(msg, "messageId", mid, sizeof(mid), &cnt) == 1 && cnt == 1) {
+            char *value = flowd_xstrndup(msg->payload, msg->len);
+            char *hj = msg_headers_json(msg);
+            int prc = engine_park(def, inst, &ev, mid, value, hj, b->now,
+                                  b->now + d->cfg->early_reply_ttl_ms, &fx, eerr, sizeof(eerr));
+            free(value);
+            free(hj);
+            if (prc == 0) {
+                FLOWD_LOG(LOG_DEBUG, LOG_SUB_ENGINE, "instance %lld: kept early reply %s",
+                          (long long)id, mid);
+                rc = batch_apply(b, inst, &fx);
+                engine_effects_clear(&fx);
+                return rc;
+            }
+            engine_effects_clear(&fx);
+        }
+    }
     if (rc == FLOWD_ERR_STATE || rc == FLOWD_ERR_NOWAIT) {
         engine_effects_clear(&fx);
         /* a reply to a request this instance did send (its messageId starts with the instance

@@ -70,9 +70,21 @@ struct engine_token {
     char *node_id;                 /* the node the token is at */
     enum engine_token_state state;
     char **outstanding;            /* messageIds sent and not yet answered (re-sent on restart) */
+    char **outstanding_for;        /* per outstanding id: the receive node its reply is for */
     size_t noutstanding;
     int64_t due_ms;                /* WAITING_MESSAGE with a responseTimeout: when it expires */
     int attempt;                   /* re-sends done for the current wait */
+};
+
+/* A reply that came before its instance reached the receive node it is for (e.g. the second of
+ * two requests sent in a row answered first): kept until the token gets there, or expires. */
+struct engine_parked {
+    char *message_id;
+    char *topic;
+    char *destination_id;          /* the receive node it is for */
+    char *value;                   /* the reply body (JSON text) */
+    char *headers;                 /* the reply's headers, opaque to the engine (for the DLQ) */
+    int64_t expires_ms;
 };
 
 struct engine_instance {
@@ -87,6 +99,8 @@ struct engine_instance {
     struct engine_token *tokens;   /* live tokens (empty when the instance ended) */
     size_t ntokens;
     char *error;                   /* why it FAILED, or NULL */
+    struct engine_parked *parked;  /* early replies */
+    size_t nparked;
 };
 
 const char *engine_state_name(enum engine_state state);           /* "STARTED", ... */
@@ -140,9 +154,12 @@ struct engine_effects {
     int ended;                     /* the instance reached FINISHED/FAILED in this step */
     char **resend;                 /* messageIds to publish again (same id, same content) */
     size_t nresend, resend_cap;
+    struct engine_parked *expired; /* early replies whose time ran out: to the dead-letter topic */
+    size_t nexpired, expired_cap;
 };
 
-#define ENGINE_EFFECTS_INIT {NULL, 0, 0, NULL, 0, 0, 0, NULL, 0, 0}
+#define ENGINE_EFFECTS_INIT {NULL, 0, 0, NULL, 0, 0, 0, NULL, 0, 0, NULL, 0, 0}
+void engine_parked_free_fields(struct engine_parked *p);
 void engine_effects_clear(struct engine_effects *fx);   /* frees contents, back to INIT */
 void engine_message_free_fields(struct engine_message *msg);
 
@@ -181,9 +198,26 @@ int engine_deliver(const struct engine_def *def,
                    char *errstr,
                    size_t errstr_size);
 
+/* Keeps a reply that engine_deliver() refused with FLOWD_ERR_NOWAIT when it answers a request the
+ * instance sent (message_id is outstanding) for a receive node no token waits at yet: it is
+ * delivered when a token gets there, or handed back in fx->expired at expires_ms. value and
+ * headers are copied. Returns 0 (parked; history MESSAGE_PARKED) or FLOWD_ERR_NOWAIT. */
+int engine_park(const struct engine_def *def,
+                struct engine_instance *inst,
+                const struct engine_event *ev,
+                const char *message_id,
+                const char *value,
+                const char *headers,
+                int64_t now_ms,
+                int64_t expires_ms,
+                struct engine_effects *fx,
+                char *errstr,
+                size_t errstr_size);
+
 /* ---- time ----------------------------------------------------------------------------- */
 
-/* The earliest due time of the instance's tokens (a receive node's responseTimeout), or 0. */
+/* The earliest due time of the instance: a receive node's responseTimeout, an early reply's
+ * expiry; 0 if none. */
 int64_t engine_instance_next_due(const struct engine_instance *inst);
 
 /* Fires what fell due at now_ms: a waiting token whose responseTimeout expired has its requests

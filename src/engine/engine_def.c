@@ -190,6 +190,7 @@ static void node_release(struct engine_node *n)
     free(n->topics);
     free(n->response_timeout);
     free(n->timeout_next_id);
+    free(n->reply_to_id);
     for (size_t i = 0; i < n->nroutes; i++) {
         free(n->routes[i].cond_src);
         engine_expr_free(n->routes[i].cond);
@@ -491,6 +492,12 @@ static int parse_node(struct pctx *c, const cJSON *jn, size_t idx, struct engine
                     id, type);
     n->type = node_types[t].type;
 
+    const cJSON *jrt = member(jn, "replyTo");
+    if (jrt && !cJSON_IsNull(jrt)) {
+        if (!cJSON_IsString(jrt) || !*jrt->valuestring)
+            return perr(c, "node '%s': \"replyTo\" must be a node id", n->id);
+        n->reply_to_id = flowd_xstrdup(jrt->valuestring);
+    }
     const cJSON *jnext = member(jn, "next");
     if (jnext && !cJSON_IsNull(jnext) && (!cJSON_IsString(jnext) || !*jnext->valuestring))
         return perr(c, "node '%s': \"next\" must be a node id", id);
@@ -602,10 +609,26 @@ static int link_graph(struct pctx *c)
 
     for (size_t i = 0; i < def->nnodes; i++) {
         struct engine_node *n = &def->nodes[i];
-        if (n->nactions)
-            n->reply_node = (n->next >= 0 && def->nodes[n->next].type == ENGINE_NODE_RECEIVE)
-                                ? n->next
-                                : (int)i;
+        if (n->nactions && n->reply_to_id) {
+            int rn = -1;
+            if (resolve(c, n, "replyTo", n->reply_to_id, &rn))
+                return FLOWD_ERR_INVAL;
+            if (def->nodes[rn].type != ENGINE_NODE_RECEIVE)
+                return perr(c, "node '%s': replyTo '%s' is not a receive node", n->id,
+                            n->reply_to_id);
+            n->reply_node = rn;
+        } else if (n->nactions) {
+            /* the first receive node down the chain of send/task nodes, else the node itself */
+            int at = n->next;
+            for (size_t hops = 0; at >= 0 && hops < def->nnodes; hops++) {
+                enum engine_node_type t = def->nodes[at].type;
+                if (t != ENGINE_NODE_SEND && t != ENGINE_NODE_TASK)
+                    break;
+                at = def->nodes[at].next;
+            }
+            n->reply_node =
+                at >= 0 && def->nodes[at].type == ENGINE_NODE_RECEIVE ? at : (int)i;
+        }
         for (size_t t = 0; t < n->ntopics; t++)
             def->nrtopics++;
     }

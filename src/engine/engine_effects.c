@@ -40,6 +40,15 @@ void engine_message_free_fields(struct engine_message *msg)
     free(msg->node_id);
 }
 
+void engine_parked_free_fields(struct engine_parked *p)
+{
+    free(p->message_id);
+    free(p->topic);
+    free(p->destination_id);
+    free(p->value);
+    free(p->headers);
+}
+
 void engine_effects_clear(struct engine_effects *fx)
 {
     for (size_t i = 0; i < fx->nmsgs; i++)
@@ -54,6 +63,9 @@ void engine_effects_clear(struct engine_effects *fx)
     for (size_t i = 0; i < fx->nresend; i++)
         free(fx->resend[i]);
     free(fx->resend);
+    for (size_t i = 0; i < fx->nexpired; i++)
+        engine_parked_free_fields(&fx->expired[i]);
+    free(fx->expired);
     struct engine_effects empty = ENGINE_EFFECTS_INIT;
     *fx = empty;
 }

@@ -27,9 +27,13 @@
 void engine_token_release(struct engine_token *tok)
 {
     free(tok->node_id);
-    for (size_t i = 0; i < tok->noutstanding; i++)
+    for (size_t i = 0; i < tok->noutstanding; i++) {
         free(tok->outstanding[i]);
+        if (tok->outstanding_for)
+            free(tok->outstanding_for[i]);
+    }
     free(tok->outstanding);
+    free(tok->outstanding_for);
     memset(tok, 0, sizeof(*tok));
 }
 
@@ -40,6 +44,9 @@ void engine_instance_free(struct engine_instance *inst)
     for (size_t i = 0; i < inst->ntokens; i++)
         engine_token_release(&inst->tokens[i]);
     free(inst->tokens);
+    for (size_t i = 0; i < inst->nparked; i++)
+        engine_parked_free_fields(&inst->parked[i]);
+    free(inst->parked);
     free(inst->def_key);
     cJSON_Delete(inst->data);
     free(inst->error);
@@ -78,7 +85,35 @@ char *engine_instance_to_json(const struct engine_instance *inst)
                 buf_addc(&b, ',');
             add_str(&b, tok->outstanding[k]);
         }
+        buf_adds(&b, "],\"outstandingFor\":[");
+        for (size_t k = 0; k < tok->noutstanding; k++) {
+            if (k)
+                buf_addc(&b, ',');
+            if (tok->outstanding_for && tok->outstanding_for[k])
+                add_str(&b, tok->outstanding_for[k]);
+            else
+                buf_adds(&b, "null");
+        }
         buf_printf(&b, "],\"dueMs\":%" PRId64 ",\"attempt\":%d}", tok->due_ms, tok->attempt);
+    }
+    buf_adds(&b, "],\"parked\":[");
+    for (size_t i = 0; i < inst->nparked; i++) {
+        const struct engine_parked *p = &inst->parked[i];
+        const char *fields[][2] = {{"messageId", p->message_id}, {"topic", p->topic},
+                                   {"destinationId", p->destination_id}, {"value", p->value},
+                                   {"headers", p->headers}};
+        buf_addc(&b, i ? ',' : '{');
+        if (i)
+            buf_addc(&b, '{');
+        for (size_t f = 0; f < 5; f++) {
+            buf_printf(&b, "\"%s\":", fields[f][0]);
+            if (fields[f][1])
+                add_str(&b, fields[f][1]);
+            else
+                buf_adds(&b, "null");
+            buf_addc(&b, ',');
+        }
+        buf_printf(&b, "\"expiresMs\":%" PRId64 "}", p->expires_ms);
     }
     buf_adds(&b, "],\"data\":");
     char *data = json_print(inst->data);
@@ -170,16 +205,62 @@ parse_tokens(struct engine_instance *inst, const cJSON *jt, char *errstr, size_t
                                 "instance: token %zu: bad dueMs or attempt", idx);
         tok.due_ms = jd ? (int64_t)jd->valuedouble : 0;
         tok.attempt = ja ? (int)ja->valuedouble : 0;
+        const cJSON *jf = cJSON_GetObjectItemCaseSensitive(t, "outstandingFor");
+        if (jf && (!cJSON_IsArray(jf) || (size_t)cJSON_GetArraySize(jf) != no))
+            return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                                "instance: token %zu: \"outstandingFor\" does not match "
+                                "\"outstanding\"",
+                                idx);
         struct engine_token *dst = &inst->tokens[inst->ntokens++];
         *dst = tok;
         dst->node_id = flowd_xstrdup(node);
         if (no) {
             dst->outstanding = flowd_xcalloc(no, sizeof(char *));
+            dst->outstanding_for = flowd_xcalloc(no, sizeof(char *));
             cJSON_ArrayForEach(o, jo)
             {
+                const cJSON *f = jf ? cJSON_GetArrayItem(jf, (int)dst->noutstanding) : NULL;
+                dst->outstanding_for[dst->noutstanding] =
+                    cJSON_IsString(f) ? flowd_xstrdup(f->valuestring) : NULL;
                 dst->outstanding[dst->noutstanding++] = flowd_xstrdup(o->valuestring);
             }
         }
+    }
+    return 0;
+}
+
+static char *opt_str(const cJSON *obj, const char *name)
+{
+    const char *s = json_str(obj, name);
+    return s ? flowd_xstrdup(s) : NULL;
+}
+
+static int
+parse_parked(struct engine_instance *inst, const cJSON *jp, char *errstr, size_t errstr_size)
+{
+    if (!jp)
+        return 0;
+    if (!cJSON_IsArray(jp))
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                            "instance: \"parked\" must be an array");
+    size_t n = (size_t)cJSON_GetArraySize(jp);
+    if (n)
+        inst->parked = flowd_xcalloc(n, sizeof(*inst->parked));
+    const cJSON *p;
+    cJSON_ArrayForEach(p, jp)
+    {
+        const cJSON *je = cJSON_GetObjectItemCaseSensitive(p, "expiresMs");
+        if (!json_str(p, "messageId") || !json_str(p, "value") || !cJSON_IsNumber(je) ||
+            je->valuedouble < 0 || je->valuedouble > MAX_EXACT)
+            return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                                "instance: parked reply %zu is malformed", inst->nparked + 1);
+        struct engine_parked *dst = &inst->parked[inst->nparked++];
+        dst->message_id = opt_str(p, "messageId");
+        dst->topic = opt_str(p, "topic");
+        dst->destination_id = opt_str(p, "destinationId");
+        dst->value = opt_str(p, "value");
+        dst->headers = opt_str(p, "headers");
+        dst->expires_ms = (int64_t)je->valuedouble;
     }
     return 0;
 }
@@ -237,6 +318,8 @@ engine_instance_from_json(const char *json, size_t len, char *errstr, size_t err
         goto err;
     }
     if (parse_tokens(inst, cJSON_GetObjectItemCaseSensitive(root, "tokens"), errstr, errstr_size))
+        goto err;
+    if (parse_parked(inst, cJSON_GetObjectItemCaseSensitive(root, "parked"), errstr, errstr_size))
         goto err;
     cJSON *data = cJSON_DetachItemFromObjectCaseSensitive(root, "data");
     if (!cJSON_IsObject(data)) {

@@ -110,7 +110,9 @@ struct engine_node {
     int next;                      /* index, or -1 */
     struct engine_action *actions; /* kafka_send actions, sorted by order */
     size_t nactions;
-    int reply_node; /* send/task: the node replies are for (next if receive, else self) */
+    int reply_node; /* send/task: the node replies are for: replyTo, else the first receive
+                       node down the chain of send/task nodes, else the node itself */
+    char *reply_to_id;
     struct engine_topic *topics; /* receive */
     size_t ntopics;
     char *response_timeout; /* receive: ISO 8601 duration or NULL */

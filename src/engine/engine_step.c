@@ -158,6 +158,9 @@ static int emit(struct run *r,
     struct engine_token *tok = &inst->tokens[ti];
     tok->outstanding =
         flowd_xrealloc(tok->outstanding, (tok->noutstanding + 1) * sizeof(*tok->outstanding));
+    tok->outstanding_for = flowd_xrealloc(tok->outstanding_for,
+                                          (tok->noutstanding + 1) * sizeof(*tok->outstanding_for));
+    tok->outstanding_for[tok->noutstanding] = flowd_xstrdup(r->def->nodes[n->reply_node].id);
     tok->outstanding[tok->noutstanding++] = flowd_xstrdup(msg.message_id);
     hist_add(r, n->id, "MESSAGE_SENT", flowd_xstrdup(msg.message_id));
     return 0;
@@ -165,6 +168,69 @@ err:
     buf_release(&topic);
     buf_release(&body);
     return rc;
+}
+
+/* Does outstanding entry k of tok wait for a reply at node_id? (Entries from before this was
+ * recorded have no node: they match any.) */
+static int outstanding_is_for(const struct engine_token *tok, size_t k, const char *node_id)
+{
+    return !tok->outstanding_for || !tok->outstanding_for[k] ||
+           strcmp(tok->outstanding_for[k], node_id) == 0;
+}
+
+/* Forgets the outstanding requests answered at node_id; the others stay outstanding. */
+static void drop_outstanding(struct engine_token *tok, const char *node_id)
+{
+    size_t keep = 0;
+    for (size_t k = 0; k < tok->noutstanding; k++) {
+        if (outstanding_is_for(tok, k, node_id)) {
+            free(tok->outstanding[k]);
+            if (tok->outstanding_for)
+                free(tok->outstanding_for[k]);
+            continue;
+        }
+        tok->outstanding[keep] = tok->outstanding[k];
+        if (tok->outstanding_for)
+            tok->outstanding_for[keep] = tok->outstanding_for[k];
+        keep++;
+    }
+    tok->noutstanding = keep;
+    if (!keep) {
+        free(tok->outstanding);
+        free(tok->outstanding_for);
+        tok->outstanding = tok->outstanding_for = NULL;
+    }
+}
+
+static void data_set(cJSON *data, const char *path, cJSON *val);
+static int topic_of(const struct engine_node *n, const char *topic);
+
+/* An early reply parked for receive node n, or -1. */
+static int parked_for(const struct engine_instance *inst, const struct engine_node *n)
+{
+    for (size_t i = 0; i < inst->nparked; i++) {
+        const struct engine_parked *p = &inst->parked[i];
+        if (p->destination_id ? strcmp(p->destination_id, n->id) == 0
+                              : topic_of(n, p->topic) >= 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* Delivers parked reply pi at receive node n (the token has just got there). */
+static void take_parked(struct run *r, struct engine_token *tok, const struct engine_node *n,
+                        int pi)
+{
+    struct engine_instance *inst = r->inst;
+    struct engine_parked p = inst->parked[pi];
+    inst->parked[pi] = inst->parked[--inst->nparked];
+    int t = topic_of(n, p.topic);
+    cJSON *body = cJSON_Parse(p.value);
+    data_set(inst->data, n->topics[t >= 0 ? t : 0].key_name, body ? body : cJSON_CreateNull());
+    drop_outstanding(tok, n->id);
+    hist_add(r, n->id, "MESSAGE_RECEIVED",
+             flowd_xasprintf("%s (early reply, kept since it arrived)", p.topic ? p.topic : ""));
+    engine_parked_free_fields(&p);
 }
 
 /* Walks token ti from node `node` (which it enters now) until it waits or the instance ends. */
@@ -205,6 +271,13 @@ static void run_token(struct run *r, size_t ti, int node)
             break;
         case ENGINE_NODE_RECEIVE: {
             struct engine_token *tok = &inst->tokens[ti];
+            int pi = parked_for(inst, n);
+            if (pi >= 0) {
+                set_token_node(tok, n->id);
+                take_parked(r, tok, n, pi);
+                node = n->next;
+                break;
+            }
             set_token_node(tok, n->id);
             tok->state = ENGINE_TOKEN_WAITING_MESSAGE;
             tok->attempt = 0;
@@ -407,11 +480,7 @@ int engine_deliver(const struct engine_def *def,
     cJSON *copy = ev->body ? cJSON_Duplicate(ev->body, 1) : cJSON_CreateNull();
     flowd_assert(copy != NULL);
     data_set(inst->data, et->key_name, copy);
-    for (size_t i = 0; i < tok->noutstanding; i++)
-        free(tok->outstanding[i]);
-    free(tok->outstanding);
-    tok->outstanding = NULL;
-    tok->noutstanding = 0;
+    drop_outstanding(tok, n->id);
     tok->state = ENGINE_TOKEN_ACTIVE;
     tok->due_ms = 0;
     tok->attempt = 0;
@@ -435,6 +504,9 @@ int64_t engine_instance_next_due(const struct engine_instance *inst)
         if (inst->tokens[i].state == ENGINE_TOKEN_WAITING_MESSAGE && d > 0 && (!due || d < due))
             due = d;
     }
+    for (size_t i = 0; i < inst->nparked; i++)
+        if (!due || inst->parked[i].expires_ms < due)
+            due = inst->parked[i].expires_ms;
     return due;
 }
 
@@ -442,6 +514,8 @@ static void resend_outstanding(struct run *r, struct engine_token *tok)
 {
     struct engine_effects *fx = r->fx;
     for (size_t k = 0; k < tok->noutstanding; k++) {
+        if (!outstanding_is_for(tok, k, tok->node_id))
+            continue;
         if (fx->nresend == fx->resend_cap) {
             fx->resend_cap = fx->resend_cap ? fx->resend_cap * 2 : 4;
             fx->resend = flowd_xrealloc(fx->resend, fx->resend_cap * sizeof(*fx->resend));
@@ -470,6 +544,21 @@ int engine_fire_due(const struct engine_def *def,
                             "instance %" PRId64 " belongs to %s v%d, not %s v%d", inst->id,
                             inst->def_key, inst->def_version, def->key, def->version);
     struct run r = {def, inst, fx, now_ms, 0};
+    for (size_t i = 0; i < inst->nparked;) {
+        struct engine_parked *p = &inst->parked[i];
+        if (p->expires_ms > now_ms) {
+            i++;
+            continue;
+        }
+        hist_add(&r, p->destination_id ? p->destination_id : "", "MESSAGE_EXPIRED",
+                 flowd_xasprintf("early reply %s was not taken in time", p->message_id));
+        if (fx->nexpired == fx->expired_cap) {
+            fx->expired_cap = fx->expired_cap ? fx->expired_cap * 2 : 4;
+            fx->expired = flowd_xrealloc(fx->expired, fx->expired_cap * sizeof(*fx->expired));
+        }
+        fx->expired[fx->nexpired++] = *p;
+        inst->parked[i] = inst->parked[--inst->nparked];
+    }
     /* tokens may be added or removed by run_token: walk by index and re-check the bound */
     for (size_t ti = 0; ti < inst->ntokens && inst->state == ENGINE_STARTED; ti++) {
         struct engine_token *tok = &inst->tokens[ti];
@@ -493,11 +582,7 @@ int engine_fire_due(const struct engine_def *def,
         tok->due_ms = 0;
         if (n->timeout_next >= 0) {
             hist_add(&r, n->id, "MESSAGE_RESPONSE_TIMED_OUT", detail);
-            for (size_t k = 0; k < tok->noutstanding; k++)
-                free(tok->outstanding[k]);
-            free(tok->outstanding);
-            tok->outstanding = NULL;
-            tok->noutstanding = 0;
+            drop_outstanding(tok, n->id);
             tok->state = ENGINE_TOKEN_ACTIVE;
             tok->attempt = 0;
             run_token(&r, ti, n->timeout_next);
@@ -556,4 +641,58 @@ void engine_run_from(const struct engine_def *def,
     inst->tokens[0].node_id = flowd_xstrdup(def->nodes[node].id);
     inst->tokens[0].state = ENGINE_TOKEN_ACTIVE;
     run_token(&r, 0, node);
+}
+
+/* ---- early replies ------------------------------------------------------------------------ */
+
+int engine_park(const struct engine_def *def,
+                struct engine_instance *inst,
+                const struct engine_event *ev,
+                const char *message_id,
+                const char *value,
+                const char *headers,
+                int64_t now_ms,
+                int64_t expires_ms,
+                struct engine_effects *fx,
+                char *errstr,
+                size_t errstr_size)
+{
+    if (inst->state != ENGINE_STARTED || !message_id || !value)
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_NOWAIT, "not an early reply");
+    /* it must answer a request this instance sent and still waits for */
+    const char *for_node = NULL;
+    for (size_t i = 0; i < inst->ntokens && !for_node; i++) {
+        const struct engine_token *tok = &inst->tokens[i];
+        for (size_t k = 0; k < tok->noutstanding; k++)
+            if (strcmp(tok->outstanding[k], message_id) == 0 && tok->outstanding_for &&
+                tok->outstanding_for[k]) {
+                for_node = tok->outstanding_for[k];
+                break;
+            }
+    }
+    if (!for_node)
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_NOWAIT,
+                            "instance %" PRId64 ": %s answers no outstanding request", inst->id,
+                            message_id);
+    int node = engine_def_find(def, for_node);
+    if (node < 0 || def->nodes[node].type != ENGINE_NODE_RECEIVE)
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_NOWAIT,
+                            "instance %" PRId64 ": no receive node '%s'", inst->id, for_node);
+    for (size_t i = 0; i < inst->nparked; i++)
+        if (strcmp(inst->parked[i].message_id, message_id) == 0)
+            return 0; /* already kept */
+    inst->parked = flowd_xrealloc(inst->parked, (inst->nparked + 1) * sizeof(*inst->parked));
+    struct engine_parked *p = &inst->parked[inst->nparked++];
+    memset(p, 0, sizeof(*p));
+    p->message_id = flowd_xstrdup(message_id);
+    p->topic = ev->topic ? flowd_xstrdup(ev->topic) : NULL;
+    p->destination_id = flowd_xstrdup(for_node);
+    p->value = flowd_xstrdup(value);
+    p->headers = headers ? flowd_xstrdup(headers) : NULL;
+    p->expires_ms = expires_ms;
+    struct run r = {def, inst, fx, now_ms, 0};
+    hist_add(&r, for_node, "MESSAGE_PARKED",
+             flowd_xasprintf("early reply %s kept until the instance gets here", message_id));
+    inst->updated_ms = now_ms;
+    return 0;
 }
