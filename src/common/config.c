@@ -66,7 +66,7 @@ struct flowd_prop {
     const char *doc;
 };
 
-static const struct prop_enum store_types[] = {{"sqlite", 0}, {NULL, 0}};
+static const struct prop_enum store_types[] = {{"sqlite", 0}, {"postgresql", 0}, {NULL, 0}};
 static const struct prop_enum sync_modes[] = {{"FULL", 0}, {"NORMAL", 0}, {NULL, 0}};
 static const struct prop_enum tristate[] = {{"auto", -1}, {"true", 1}, {"false", 0}, {NULL, 0}};
 static const struct prop_enum log_levels[] = {
@@ -180,7 +180,21 @@ static const struct flowd_prop props[] = {
           "./flowd-data",
           PROP_NONEMPTY,
           "Directory for the SQLite store and `kafka.bootstrap`."),
-    P_ENUM("store.type", store_type, "sqlite", store_types, 0, "Store backend."),
+    P_ENUM("store.type",
+           store_type,
+           "sqlite",
+           store_types,
+           0,
+           "Store backend: `sqlite` (a file under the data directory) or `postgresql` (a server, "
+           "see `store.postgresql.dsn`)."),
+    P_STR("store.postgresql.dsn",
+          pg_dsn,
+          "",
+          0,
+          "libpq connection string of the PostgreSQL store, e.g. `host=127.0.0.1 port=5432 "
+          "dbname=flowd user=flowd`; required when `store.type` is `postgresql`. The schema is "
+          "created or migrated at startup. `store.sqlite.synchronous` `NORMAL` sets "
+          "`synchronous_commit = off`."),
     P_STR("store.sqlite.path",
           sqlite_path,
           "${data-dir}/flowd.db",
@@ -810,7 +824,12 @@ static int check_topic_chars(const char *key,
 static int
 derive(struct flowd_config *c, const struct config_priv *priv, char *errstr, size_t errstr_size)
 {
-    size_t ipre = 0, isuf = 0, ipat = 0;
+    size_t ipre = 0, isuf = 0, ipat = 0, idsn = 0;
+    prop_find("store.postgresql.dsn", &idsn);
+    if (strcmp(c->store_type, "postgresql") == 0 && (!c->pg_dsn || !*c->pg_dsn))
+        return key_err(errstr, errstr_size, props[idsn].name, &priv->vals[idsn],
+                       "must be set when store.type is postgresql (a libpq connection string, "
+                       "e.g. 'host=127.0.0.1 port=5432 dbname=flowd user=flowd')");
     prop_find("kafka.topic.naming.prefix", &ipre);
     prop_find("kafka.topic.naming.suffix", &isuf);
     prop_find("kafka.topic.pattern", &ipat);
@@ -959,8 +978,12 @@ void config_print(const struct flowd_config *cfg, FILE *out)
         fprintf(out, "%s: ", p->name);
         if (prop_is_str(p)) {
             const char *v = str_get(cfg, p);
-            /* the API token is a secret, like the kafka.properties passwords */
-            print_scalar(out, strcmp(p->name, "http.auth-token") == 0 && v && *v ? HIDDEN_VALUE : v);
+            /* the API token is a secret, like the kafka.properties passwords (and a DSN that
+             * holds one) */
+            int secret =
+                strcmp(p->name, "http.auth-token") == 0 ||
+                (strcmp(p->name, "store.postgresql.dsn") == 0 && v && strstr(v, "password"));
+            print_scalar(out, secret && v && *v ? HIDDEN_VALUE : v);
         } else if (p->type == PROP_INT) {
             fprintf(out, "%" PRId64, int_get(cfg, p));
         } else {

@@ -40,7 +40,8 @@ struct flowd_config {
     char *confirm_topic;      /* ${prefix}core.confirm.start.process${suffix} */
     /* store */
     char *data_dir;           /* data-dir */
-    char *store_type;         /* store.type: sqlite */
+    char *store_type;         /* store.type: sqlite | postgresql */
+    char *pg_dsn;             /* store.postgresql.dsn */
     char *sqlite_path;        /* store.sqlite.path */
     char *sqlite_synchronous; /* store.sqlite.synchronous: FULL | NORMAL */
     /* engine */

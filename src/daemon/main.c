@@ -136,8 +136,8 @@ static int setup_logging(const struct flowd_config *cfg, char *errstr, size_t er
 static int open_store(const struct flowd_config *cfg, struct store_handle *h, char *errstr,
                       size_t errstr_size)
 {
-    struct store_options opt = {cfg->sqlite_path, cfg->sqlite_synchronous};
-    h->m = &store_sqlite_methods;
+    struct store_options opt = {cfg->sqlite_path, cfg->sqlite_synchronous, cfg->pg_dsn};
+    h->m = strcmp(cfg->store_type, "postgresql") == 0 ? &store_pg_methods : &store_sqlite_methods;
     return h->m->x_open(&opt, &h->st, errstr, errstr_size);
 }
 

@@ -3,7 +3,7 @@
  * Tables: definitions (key, version, uuid, json), instances (id, uuid, key, version, state,
  * blob = engine_instance_to_json), history, outbox (messages to publish), inbox (keys of consumed
  * messages, for dedup). Everything between store_begin() and store_commit() is one transaction.
- * Backends: store_sqlite.c (default). A store handle is used by one thread at a time.
+ * Backends: store_sqlite.c (default), store_pg.c (PostgreSQL). A store handle is used by one thread at a time.
  */
 #ifndef FLOWD_STORE_H
 #define FLOWD_STORE_H
@@ -17,7 +17,9 @@ struct store;
 
 struct store_options {
     const char *path;              /* sqlite: database file */
-    const char *synchronous;       /* sqlite: "FULL" (default) or "NORMAL" */
+    const char *synchronous;       /* sqlite: "FULL" (default) or "NORMAL"; postgresql:
+                                      synchronous_commit on (FULL) or off (NORMAL) */
+    const char *dsn;               /* postgresql: libpq connection string */
 };
 
 struct store_def_row {
@@ -140,6 +142,7 @@ struct store_methods {
 
 /* The backends. */
 extern const struct store_methods store_sqlite_methods;
+extern const struct store_methods store_pg_methods;
 
 /* Routes SQLite's own log (SQLITE_CONFIG_LOG) into FLOWD_LOG. Call once before any other sqlite3
  * use in the process; idempotent and thread-safe (x_open calls it too).

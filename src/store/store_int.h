@@ -10,5 +10,7 @@
 extern const char *const store_sqlite_migrations[];
 /* The schema version this flowd writes: the number of migration scripts. */
 extern const int store_sqlite_schema_version;
+/* The schema version store_pg.c writes (its table schema_version). */
+extern const int store_pg_schema_version;
 
 #endif
