@@ -32,6 +32,7 @@ struct bus {
     void *ctx;
     int in_flight;
     atomic_int ready;
+    int64_t probe_at_us;           /* not ready: when to ask the brokers again */
 };
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -425,9 +426,27 @@ int bus_produce(struct bus *bus,
     return 0;
 }
 
+/* While the brokers are believed down, ask them for metadata about once a second: with no
+ * traffic, nothing else would notice that they are back. */
+static void probe_brokers(struct bus *bus)
+{
+    int64_t now = clock_mono_us();
+    if (now < bus->probe_at_us)
+        return;
+    bus->probe_at_us = now + 1000000;
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(bus->producer, 0, NULL, &md, 200) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (md->broker_cnt > 0 && !atomic_exchange(&bus->ready, 1))
+            FLOWD_LOG(LOG_INFO, LOG_SUB_KAFKA, "brokers are reachable again");
+        rd_kafka_metadata_destroy(md);
+    }
+}
+
 void bus_poll(struct bus *bus, int timeout_ms)
 {
     rd_kafka_poll(bus->producer, timeout_ms);
+    if (!atomic_load(&bus->ready))
+        probe_brokers(bus);
 }
 
 int bus_in_flight(const struct bus *bus)

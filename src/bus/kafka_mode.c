@@ -220,6 +220,9 @@ int kafka_mode_main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
+    /* unbuffered: poll() on the descriptor must see every line not yet read, also when several
+     * commands arrive in one write */
+    setvbuf(stdin, NULL, _IONBF, 0);
     char line[1024], out[300];
     while (!stop) {
         if (!control) {
