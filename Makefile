@@ -4,7 +4,7 @@ TEST_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps demo test unit integration chaos format format-check clean fuzz
+.PHONY: all deps demo test unit integration chaos tsan format format-check clean fuzz bench
 
 all:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
@@ -44,6 +44,24 @@ chaos: deps
 	@cmake --build build-release -j $(JOBS) --target flowd quickstart-connector
 	@/usr/bin/python3 tests/chaos/chaos.py --build build-release --instances 2000 --kills 25 \
 		--seconds 90 --connector-kills 3 --embedded-kills 3 --kafka-rtt 10 $(CHAOS_ARGS)
+
+# Benchmarks (bench/run.py, docs/benchmarks.md) against a Release build in build-release: end to
+# end closed/open loop, SQLite FULL/NORMAL, 100,000 waiting instances, the engine core, the raw
+# Kafka/SQLite limits and npm's bpmn-engine. Writes bench/results/<date>.json (+ .png), ~5 min.
+bench:
+	@cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-release -j $(JOBS) --target flowd sdk-examples sdk_bench engine_bench \
+		flow_load test_store >/dev/null
+	@/usr/bin/python3 bench/run.py --build build-release $(BENCH_ARGS)
+
+# The threaded integration tests under ThreadSanitizer (flowd: loop thread, HTTP workers,
+# librdkafka threads). Fails on any report not in tests/tsan.supp.
+TSAN_TESTS ?= test_happy_path|test_thousand_instances|test_api_endpoints|test_receive_timeouts|test_early_replies
+tsan: deps
+	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DFLOWD_SANITIZE=thread >/dev/null
+	@cmake --build build-tsan -j $(JOBS) --target flowd quickstart-connector flowctl
+	@cd build-tsan && TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=0" \
+		ctest --output-on-failure -R '$(TSAN_TESTS)'
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

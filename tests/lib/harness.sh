@@ -52,9 +52,9 @@ h_setup() {
 # Checks one daemon log for errors and sanitizer reports.
 h_check_log() {
     local log=$1
-    if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:|UndefinedBehaviorSanitizer' "$log"; then
+    if grep -qE 'AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:|UndefinedBehaviorSanitizer' "$log"; then
         h_log "sanitizer report in $log:"
-        grep -E -A20 'AddressSanitizer|LeakSanitizer|runtime error:' "$log" | head -60 >&2
+        grep -E -A20 'AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:' "$log" | head -60 >&2
         return 1
     fi
     if [ "$H_ALLOW_ERRORS" != 1 ] && grep -qE ' (ERROR|FATAL) ' "$log"; then
