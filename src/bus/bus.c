@@ -21,7 +21,7 @@
 
 struct bus {
     const struct flowd_config *cfg;
-    rd_kafka_t *mock_rk;           /* owns the embedded cluster, NULL on a real cluster */
+    rd_kafka_t *mock_rk; /* owns the embedded cluster, NULL on a real cluster */
     rd_kafka_mock_cluster_t *mcluster;
     char *bootstrap;
     char epoch[64];
@@ -32,13 +32,15 @@ struct bus {
     void *ctx;
     int in_flight;
     atomic_int ready;
-    int64_t probe_at_us;           /* not ready: when to ask the brokers again */
+    int64_t probe_at_us; /* not ready: when to ask the brokers again */
 };
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    enum log_level lvl = level <= 3 ? LOG_ERROR : level <= 4 ? LOG_WARN : level <= 6 ? LOG_INFO
-                                                                                    : LOG_DEBUG;
+    enum log_level lvl = level <= 3   ? LOG_ERROR
+                         : level <= 4 ? LOG_WARN
+                         : level <= 6 ? LOG_INFO
+                                      : LOG_DEBUG;
     /* librdkafka is chatty at INFO; keep it at debug unless it is a problem */
     if (lvl == LOG_INFO)
         lvl = LOG_DEBUG;
@@ -77,16 +79,13 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
     bus->on_delivery(bus->ctx, (int64_t)(intptr_t)msg->_private, msg->err);
 }
 
-static int conf_set(rd_kafka_conf_t *conf,
-                    const char *name,
-                    const char *value,
-                    char *errstr,
-                    size_t errstr_size)
+static int conf_set(
+    rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr, size_t errstr_size)
 {
     char kerr[256];
     if (rd_kafka_conf_set(conf, name, value, kerr, sizeof(kerr)) != RD_KAFKA_CONF_OK)
-        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
-                            "kafka property '%s' = '%s': %s", name, value, kerr);
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL, "kafka property '%s' = '%s': %s",
+                            name, value, kerr);
     return 0;
 }
 
@@ -127,8 +126,9 @@ static int start_embedded(struct bus *bus, char *errstr, size_t errstr_size)
     }
     bus->mcluster = rd_kafka_mock_cluster_new(bus->mock_rk, (int)bus->cfg->embedded_brokers);
     if (!bus->mcluster)
-        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_KAFKA,
-                            "cannot start the embedded Kafka cluster (mock cluster creation failed)");
+        return flowd_seterr(
+            errstr, errstr_size, FLOWD_ERR_KAFKA,
+            "cannot start the embedded Kafka cluster (mock cluster creation failed)");
     bus->bootstrap = flowd_xstrdup(rd_kafka_mock_cluster_bootstraps(bus->mcluster));
     char uuid[37];
     clock_uuid4(uuid);
@@ -283,8 +283,8 @@ void bus_ensure_topic(struct bus *bus, const char *topic)
     if (!bus->mcluster)
         return;
     int rf = bus->cfg->embedded_brokers < 3 ? (int)bus->cfg->embedded_brokers : 3;
-    rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(
-        bus->mcluster, topic, (int)bus->cfg->embedded_partitions, rf);
+    rd_kafka_resp_err_t err =
+        rd_kafka_mock_topic_create(bus->mcluster, topic, (int)bus->cfg->embedded_partitions, rf);
     if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
         FLOWD_LOG(LOG_WARN, LOG_SUB_KAFKA, "cannot create topic %s: %s", topic,
                   rd_kafka_err2str(err));
@@ -293,8 +293,7 @@ void bus_ensure_topic(struct bus *bus, const char *topic)
 int bus_subscribe(struct bus *bus, char *errstr, size_t errstr_size)
 {
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, bus->cfg->subscription_regex,
-                                      RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics, bus->cfg->subscription_regex, RD_KAFKA_PARTITION_UA);
     /* the process-start topic (DESIGN.md section 3), which the pattern must not match */
     if (bus->cfg->start_topic && *bus->cfg->start_topic)
         rd_kafka_topic_partition_list_add(topics, bus->cfg->start_topic, RD_KAFKA_PARTITION_UA);
@@ -308,11 +307,8 @@ int bus_subscribe(struct bus *bus, char *errstr, size_t errstr_size)
     return 0;
 }
 
-size_t bus_consume(struct bus *bus,
-                   rd_kafka_message_t **msgs,
-                   size_t max,
-                   int timeout_ms,
-                   int linger_ms)
+size_t
+bus_consume(struct bus *bus, rd_kafka_message_t **msgs, size_t max, int timeout_ms, int linger_ms)
 {
     size_t n = 0;
     int64_t deadline = 0;
@@ -346,16 +342,15 @@ size_t bus_consume(struct bus *bus,
 
 /* Builds the list of (topic, partition, offset) with, per partition, the lowest (first = 1) or
  * the highest + 1 (first = 0) offset of msgs. */
-static rd_kafka_topic_partition_list_t *offsets_of(rd_kafka_message_t *const *msgs,
-                                                   size_t n,
-                                                   int first)
+static rd_kafka_topic_partition_list_t *
+offsets_of(rd_kafka_message_t *const *msgs, size_t n, int first)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)(n < 16 ? n : 16));
     for (size_t i = 0; i < n; i++) {
         const char *t = rd_kafka_topic_name(msgs[i]->rkt);
         int64_t off = first ? msgs[i]->offset : msgs[i]->offset + 1;
-        rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(l, t,
-                                                                           msgs[i]->partition);
+        rd_kafka_topic_partition_t *p =
+            rd_kafka_topic_partition_list_find(l, t, msgs[i]->partition);
         if (!p)
             rd_kafka_topic_partition_list_add(l, t, msgs[i]->partition)->offset = off;
         else if (first ? off < p->offset : off > p->offset)
@@ -410,8 +405,7 @@ int bus_produce(struct bus *bus,
     for (size_t i = 0; i < nhdrs; i++)
         rd_kafka_header_add(h, hdrs[i].name, -1, hdrs[i].value, (ssize_t)hdrs[i].value_len);
     rd_kafka_resp_err_t err = rd_kafka_producev(
-        bus->producer, RD_KAFKA_V_TOPIC(topic),
-        RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+        bus->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
         RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE((void *)(intptr_t)outbox_id), RD_KAFKA_V_END);
     if (err) {

@@ -1,5 +1,6 @@
 /* bus.h - flowd's Kafka side: the embedded mock cluster, the engine consumer (regex subscription,
- * manual offset commits after the store commit) and the idempotent producer used by the outbox relay.
+ * manual offset commits after the store commit) and the idempotent producer used by the outbox
+ * relay.
  *
  * @thread One thread (the daemon loop) calls everything but bus_wakeup() and bus_ready(), which are
  *         safe from any thread.
@@ -51,12 +52,10 @@ void bus_ensure_topic(struct bus *bus, const char *topic);
 int bus_subscribe(struct bus *bus, char *errstr, size_t errstr_size);
 
 /* Waits up to timeout_ms for the first message, then up to linger_ms more for others (group
- * commit), up to max. Returns the count; the caller owns the messages (rd_kafka_message_destroy). */
-size_t bus_consume(struct bus *bus,
-                   rd_kafka_message_t **msgs,
-                   size_t max,
-                   int timeout_ms,
-                   int linger_ms);
+ * commit), up to max. Returns the count; the caller owns the messages (rd_kafka_message_destroy).
+ */
+size_t
+bus_consume(struct bus *bus, rd_kafka_message_t **msgs, size_t max, int timeout_ms, int linger_ms);
 /* Commits (async) the offsets after the given messages, per partition. */
 void bus_commit(struct bus *bus, rd_kafka_message_t *const *msgs, size_t n);
 /* Seeks back to the first of these messages on every partition: they will be consumed again. */

@@ -100,13 +100,27 @@ int buf_add_json_str(struct buf *b, const char *s, size_t len)
     for (size_t i = 0; i < len && !rc; i++) {
         unsigned char c = (unsigned char)s[i];
         switch (c) {
-        case '"': rc = buf_add(b, "\\\"", 2); break;
-        case '\\': rc = buf_add(b, "\\\\", 2); break;
-        case '\n': rc = buf_add(b, "\\n", 2); break;
-        case '\r': rc = buf_add(b, "\\r", 2); break;
-        case '\t': rc = buf_add(b, "\\t", 2); break;
-        case '\b': rc = buf_add(b, "\\b", 2); break;
-        case '\f': rc = buf_add(b, "\\f", 2); break;
+        case '"':
+            rc = buf_add(b, "\\\"", 2);
+            break;
+        case '\\':
+            rc = buf_add(b, "\\\\", 2);
+            break;
+        case '\n':
+            rc = buf_add(b, "\\n", 2);
+            break;
+        case '\r':
+            rc = buf_add(b, "\\r", 2);
+            break;
+        case '\t':
+            rc = buf_add(b, "\\t", 2);
+            break;
+        case '\b':
+            rc = buf_add(b, "\\b", 2);
+            break;
+        case '\f':
+            rc = buf_add(b, "\\f", 2);
+            break;
         default:
             if (c < 0x20) {
                 char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};

@@ -10,18 +10,21 @@
 #include <stddef.h>
 
 struct buf {
-    char *ptr;   /* NUL-terminated contents, or NULL before the first append */
-    size_t len;  /* bytes used, without the NUL */
-    size_t cap;  /* bytes allocated */
-    size_t max;  /* 0: unlimited */
-    int toobig;  /* an append was refused because of max */
+    char *ptr;  /* NUL-terminated contents, or NULL before the first append */
+    size_t len; /* bytes used, without the NUL */
+    size_t cap; /* bytes allocated */
+    size_t max; /* 0: unlimited */
+    int toobig; /* an append was refused because of max */
 };
 
-#define BUF_INIT {NULL, 0, 0, 0, 0}
+#define BUF_INIT         \
+    {                    \
+        NULL, 0, 0, 0, 0 \
+    }
 
 void buf_init(struct buf *b, size_t max);
-void buf_release(struct buf *b);   /* frees memory, back to BUF_INIT state (keeps max) */
-void buf_reset(struct buf *b);     /* len = 0, keeps memory */
+void buf_release(struct buf *b); /* frees memory, back to BUF_INIT state (keeps max) */
+void buf_reset(struct buf *b);   /* len = 0, keeps memory */
 /* Appends; return 0, or FLOWD_ERR_TOOBIG (and sets toobig) when max would be exceeded. */
 int buf_add(struct buf *b, const void *data, size_t len);
 int buf_adds(struct buf *b, const char *s);

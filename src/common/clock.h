@@ -6,8 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-int64_t clock_wall_ms(void);   /* milliseconds since the epoch */
-int64_t clock_mono_us(void);   /* monotonic microseconds */
+int64_t clock_wall_ms(void); /* milliseconds since the epoch */
+int64_t clock_mono_us(void); /* monotonic microseconds */
 /* Writes a random (v4) UUID, 36 chars + NUL, into out[37]. */
 void clock_uuid4(char out[37]);
 /* Formats epoch ms as ISO 8601 UTC "2026-11-23T10:00:00.123Z" into out (>= 32 bytes). Pure. */

@@ -723,8 +723,7 @@ static int resolve_node(struct resolver *r, size_t i)
                 const char *env = getenv(var);
                 if (env && !json_utf8_valid(env, strlen(env)))
                     rc = key_err(r->errstr, r->errstr_size, name, v,
-                                 "environment variable %s (in ${%s}) is not valid UTF-8", var,
-                                 var);
+                                 "environment variable %s (in ${%s}) is not valid UTF-8", var, var);
                 else if (env)
                     rc = buf_adds(&b, env);
                 else

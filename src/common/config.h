@@ -51,9 +51,9 @@ struct flowd_config {
     int64_t early_reply_ttl_ms; /* engine.early-reply-ttl-ms */
     int64_t republish_on_start; /* engine.republish-on-start: -1 auto, 0 no, 1 yes */
     /* http */
-    char *http_bind;       /* http.bind */
-    int64_t http_port;     /* http.port */
-    int64_t http_max_body; /* http.max-body-bytes */
+    char *http_bind;         /* http.bind */
+    int64_t http_port;       /* http.port */
+    int64_t http_max_body;   /* http.max-body-bytes */
     int64_t http_max_header; /* http.max-header-bytes */
     char *http_auth_token;   /* http.auth-token: "" = no authentication (loopback only) */
     /* log */

@@ -13,15 +13,15 @@
 enum flowd_err {
     FLOWD_OK = 0,
     FLOWD_ERR_NOMEM = -1,
-    FLOWD_ERR_INVAL = -2,     /* bad input: errstr says what and where */
-    FLOWD_ERR_AGAIN = -3,     /* transient (busy, locked): retry later */
-    FLOWD_ERR_NOTFOUND = -4,  /* no such definition / instance / row */
-    FLOWD_ERR_IO = -5,        /* store or file system failure */
-    FLOWD_ERR_STATE = -6,     /* the object is in a state that refuses the call */
-    FLOWD_ERR_NOWAIT = -7,    /* no node of the instance waits for this message */
-    FLOWD_ERR_TOOBIG = -8,    /* input above a configured limit */
-    FLOWD_ERR_KAFKA = -9,     /* Kafka client failure */
-    FLOWD_ERR_EXISTS = -10,   /* unique key already present */
+    FLOWD_ERR_INVAL = -2,    /* bad input: errstr says what and where */
+    FLOWD_ERR_AGAIN = -3,    /* transient (busy, locked): retry later */
+    FLOWD_ERR_NOTFOUND = -4, /* no such definition / instance / row */
+    FLOWD_ERR_IO = -5,       /* store or file system failure */
+    FLOWD_ERR_STATE = -6,    /* the object is in a state that refuses the call */
+    FLOWD_ERR_NOWAIT = -7,   /* no node of the instance waits for this message */
+    FLOWD_ERR_TOOBIG = -8,   /* input above a configured limit */
+    FLOWD_ERR_KAFKA = -9,    /* Kafka client failure */
+    FLOWD_ERR_EXISTS = -10,  /* unique key already present */
 };
 
 /* Returns a static, human-readable name for an error code. */

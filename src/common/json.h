@@ -15,11 +15,12 @@
 /* Nesting limits. cJSON parses recursively, and HTTP worker threads have small stacks: input
  * from outside (replies, request bodies, definitions) may nest JSON_MAX_DEPTH levels, flowd's
  * own stored documents (an instance holds replies under its data) JSON_MAX_DEPTH_STORED. */
-#define JSON_MAX_DEPTH 64
+#define JSON_MAX_DEPTH        64
 #define JSON_MAX_DEPTH_STORED 192
 
 /* Parses exactly len bytes (no NUL needed); NULL if not JSON, nested deeper than
- * JSON_MAX_DEPTH, or followed by trailing garbage. On failure writes "... at byte N" into errstr. */
+ * JSON_MAX_DEPTH, or followed by trailing garbage. On failure writes "... at byte N" into errstr.
+ */
 cJSON *json_parse(const char *s, size_t len, char *errstr, size_t errstr_size);
 /* The same with another nesting limit. */
 cJSON *json_parse_depth(const char *s, size_t len, int max_depth, char *errstr, size_t errstr_size);

@@ -21,13 +21,14 @@ enum log_sub {
     LOG_SUB_CONFIG = 1 << 5,
 };
 
-extern int log_level_now;   /* messages above this level are skipped */
-extern unsigned log_debug;  /* LOG_SUB_* bits that log at DEBUG */
+extern int log_level_now;  /* messages above this level are skipped */
+extern unsigned log_debug; /* LOG_SUB_* bits that log at DEBUG */
 
-#define FLOWD_LOG(level, sub, ...)                                                                 \
-    do {                                                                                           \
-        if ((int)(level) <= log_level_now && ((int)(level) < (int)LOG_DEBUG || (log_debug & (sub))))              \
-            log_write((level), (sub), __VA_ARGS__);                                                \
+#define FLOWD_LOG(level, sub, ...)                                  \
+    do {                                                            \
+        if ((int)(level) <= log_level_now &&                        \
+            ((int)(level) < (int)LOG_DEBUG || (log_debug & (sub)))) \
+            log_write((level), (sub), __VA_ARGS__);                 \
     } while (0)
 
 void log_write(enum log_level level, enum log_sub sub, const char *fmt, ...)

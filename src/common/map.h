@@ -13,16 +13,19 @@ struct map_slot {
 
 struct map {
     struct map_slot *slots;
-    size_t cap;   /* power of two */
+    size_t cap; /* power of two */
     size_t len;
 };
 
-#define MAP_INIT {NULL, 0, 0}
+#define MAP_INIT   \
+    {              \
+        NULL, 0, 0 \
+    }
 
-void map_release(struct map *m);            /* frees the table, not the values */
+void map_release(struct map *m); /* frees the table, not the values */
 void *map_get(const struct map *m, int64_t key);
-void map_put(struct map *m, int64_t key, void *val);  /* inserts or replaces */
-void *map_del(struct map *m, int64_t key);  /* returns the removed value or NULL */
+void map_put(struct map *m, int64_t key, void *val); /* inserts or replaces */
+void *map_del(struct map *m, int64_t key);           /* returns the removed value or NULL */
 /* Iteration: for (size_t i = 0; i < m->cap; i++) if (map_used(m, i)) ... m->slots[i] */
 int map_used(const struct map *m, size_t i);
 

@@ -60,17 +60,17 @@ struct request {
     enum request_type type;
     struct request *next;
     /* in */
-    struct engine_def *def;       /* REQ_DEPLOY: parsed, taken by the loop */
-    char *def_json;               /* REQ_DEPLOY: the text to store */
-    char key[128];                /* REQ_START */
-    cJSON *data;                  /* REQ_START: taken by the loop */
+    struct engine_def *def; /* REQ_DEPLOY: parsed, taken by the loop */
+    char *def_json;         /* REQ_DEPLOY: the text to store */
+    char key[128];          /* REQ_START */
+    cJSON *data;            /* REQ_START: taken by the loop */
     /* out */
     int rc;
     char errstr[FLOWD_ERRSTR_SIZE];
     cJSON *result;
     int created;
     int done;
-    int64_t instance_id;          /* REQ_START: set while in the batch */
+    int64_t instance_id; /* REQ_START: set while in the batch */
     /* in, for the backend.c requests (borrowed from the caller; data is not taken) */
     int64_t target_id;
     const char *text;
@@ -82,7 +82,7 @@ struct request {
 struct outgoing {
     int64_t outbox_id;
     int64_t instance_id;
-    struct engine_message msg;    /* owned */
+    struct engine_message msg; /* owned */
 };
 
 /* instances that fall due (timers.c) */
@@ -122,28 +122,28 @@ struct op_metrics {
 struct daemon {
     struct flowd_config *cfg;
     struct engine_env env;
-    struct store_handle store;    /* loop thread */
-    struct store_handle read_store;  /* HTTP threads, under read_lock */
+    struct store_handle store;      /* loop thread */
+    struct store_handle read_store; /* HTTP threads, under read_lock */
     pthread_mutex_t read_lock;
     struct bus *bus;
     struct registry reg;
-    regex_t sub_re;               /* cfg->subscription_regex, compiled */
-    struct map cache;             /* instance id -> struct engine_instance* (STARTED only) */
-    struct timer_heap timers;     /* due times of cached instances */
-    int64_t *reload;              /* instances a failed transaction evicted, to read back */
+    regex_t sub_re;           /* cfg->subscription_regex, compiled */
+    struct map cache;         /* instance id -> struct engine_instance* (STARTED only) */
+    struct timer_heap timers; /* due times of cached instances */
+    int64_t *reload;          /* instances a failed transaction evicted, to read back */
     size_t nreload, reload_cap;
-    int64_t next_seq;             /* instance ids: node_id << INSTANCE_ID_NODE_SHIFT | next_seq */
+    int64_t next_seq; /* instance ids: node_id << INSTANCE_ID_NODE_SHIFT | next_seq */
 
     /* request queue */
     pthread_mutex_t q_lock;
     pthread_cond_t q_done;
     struct request *q_head, *q_tail;
-    int loop_done;                /* under q_lock: the loop takes no more requests */
+    int loop_done; /* under q_lock: the loop takes no more requests */
 
     /* delivered outbox ids, filled by the delivery callback, drained in the next batch */
     int64_t *sent_ids;
     size_t nsent, sent_cap;
-    int resend_needed;            /* a delivery failed: rescan unsent rows when idle */
+    int resend_needed; /* a delivery failed: rescan unsent rows when idle */
 
     atomic_int store_ok;
     volatile sig_atomic_t stopping;
@@ -198,11 +198,11 @@ void metrics_render(struct daemon *d, const cJSON *stats, struct buf *out);
 struct batch {
     struct daemon *d;
     int64_t now;
-    struct engine_instance **touched;  /* written once each at the end of the batch */
+    struct engine_instance **touched; /* written once each at the end of the batch */
     size_t ntouched, touched_cap;
-    struct outgoing *out;              /* published after the commit */
+    struct outgoing *out; /* published after the commit */
     size_t nout, out_cap;
-    size_t requeued;                   /* outbox rows marked unsent again (re-sends) */
+    size_t requeued; /* outbox rows marked unsent again (re-sends) */
 };
 
 /* Writes fx's history and messages (to the outbox) and marks inst to be saved; moves the messages
@@ -229,9 +229,5 @@ int batch_dead_letter(struct batch *b,
 /* Returns the STARTED instance id from the cache or the store; NULL with *state_out set
  * ("FINISHED"...) if it exists but ended, or NULL and *state_out NULL if it does not exist.
  * Negative *err on store failure. */
-struct engine_instance *batch_instance(struct batch *b,
-                                       int64_t id,
-                                       char *state_out,
-                                       size_t state_size,
-                                       char uuid_out[37],
-                                       int *err);
+struct engine_instance *batch_instance(
+    struct batch *b, int64_t id, char *state_out, size_t state_size, char uuid_out[37], int *err);

@@ -21,7 +21,7 @@
 
 #include "../common/banned.h"
 
-#define SENT_FLUSH_MS 200     /* mark delivered rows sent at least this often when idle */
+#define SENT_FLUSH_MS    200  /* mark delivered rows sent at least this often when idle */
 #define SENT_FLUSH_COUNT 2000 /* ... or when that many are pending */
 
 /* ---- the request queue ---- */
@@ -221,9 +221,8 @@ int batch_dead_letter(struct batch *b,
     struct daemon *d = b->d;
     atomic_fetch_add(&d->n.dead_lettered, 1);
     const char *topic = rd_kafka_topic_name(msg->rkt);
-    FLOWD_LOG(LOG_WARN, LOG_SUB_ENGINE,
-              "dead-lettered message %s[%d]@%lld (reason=%s): %s", topic, (int)msg->partition,
-              (long long)msg->offset, reason, detail);
+    FLOWD_LOG(LOG_WARN, LOG_SUB_ENGINE, "dead-lettered message %s[%d]@%lld (reason=%s): %s", topic,
+              (int)msg->partition, (long long)msg->offset, reason, detail);
 
     struct engine_message out;
     memset(&out, 0, sizeof(out));
@@ -247,8 +246,8 @@ int batch_dead_letter(struct batch *b,
         out.headers[out.nheaders].value = val ? flowd_xstrndup(val, sz) : flowd_xstrdup("");
         out.nheaders++;
     }
-    const char *extra[][2] = {{"reason", reason}, {"reasonDetail", detail},
-                              {"originalTopic", topic}};
+    const char *extra[][2] = {
+        {"reason", reason}, {"reasonDetail", detail}, {"originalTopic", topic}};
     for (size_t i = 0; i < 3; i++) {
         out.headers[out.nheaders].name = flowd_xstrdup(extra[i][0]);
         out.headers[out.nheaders].value = flowd_xstrdup(extra[i][1]);
@@ -265,12 +264,8 @@ int batch_dead_letter(struct batch *b,
     return add_outgoing(b, instance_id, &out);
 }
 
-struct engine_instance *batch_instance(struct batch *b,
-                                       int64_t id,
-                                       char *state_out,
-                                       size_t state_size,
-                                       char uuid_out[37],
-                                       int *err)
+struct engine_instance *batch_instance(
+    struct batch *b, int64_t id, char *state_out, size_t state_size, char uuid_out[37], int *err)
 {
     struct daemon *d = b->d;
     *err = 0;
@@ -469,8 +464,8 @@ static void reload_evicted(struct daemon *d)
             continue;
         }
         char err[FLOWD_ERRSTR_SIZE];
-        struct engine_instance *inst = engine_instance_from_json(blob, strlen(blob), err,
-                                                                 sizeof(err));
+        struct engine_instance *inst =
+            engine_instance_from_json(blob, strlen(blob), err, sizeof(err));
         free(blob);
         if (!inst || inst->state != ENGINE_STARTED) {
             if (!inst)

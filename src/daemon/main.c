@@ -33,20 +33,21 @@ static void on_signal(int sig)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: flowd [options]\n"
-            "       flowd kafka [--brokers N] [--control] ...   run only the embedded Kafka cluster\n"
-            "\n"
-            "  --config FILE        YAML configuration file\n"
-            "  --set KEY=VALUE      set one configuration key (repeatable; wins over file and env)\n"
-            "  --data-dir DIR       same as --set data-dir=DIR\n"
-            "  --print-config       print the resolved configuration and exit\n"
-            "  --print-reference    print every configuration key with its default and exit\n"
-            "  --version            print the version and exit\n"
-            "  --help               this text\n"
-            "\n"
-            "Environment variables override the file: KAFKA_TOPIC_NAMING_ENVIRONMENT=prod.\n"
-            "overrides kafka.topic.naming.environment. See docs/configuration.md.\n");
+    fprintf(
+        out,
+        "usage: flowd [options]\n"
+        "       flowd kafka [--brokers N] [--control] ...   run only the embedded Kafka cluster\n"
+        "\n"
+        "  --config FILE        YAML configuration file\n"
+        "  --set KEY=VALUE      set one configuration key (repeatable; wins over file and env)\n"
+        "  --data-dir DIR       same as --set data-dir=DIR\n"
+        "  --print-config       print the resolved configuration and exit\n"
+        "  --print-reference    print every configuration key with its default and exit\n"
+        "  --version            print the version and exit\n"
+        "  --help               this text\n"
+        "\n"
+        "Environment variables override the file: KAFKA_TOPIC_NAMING_ENVIRONMENT=prod.\n"
+        "overrides kafka.topic.naming.environment. See docs/configuration.md.\n");
 }
 
 static int mkdir_p(const char *path)
@@ -67,8 +68,8 @@ static int mkdir_p(const char *path)
     return rc;
 }
 
-static int load_config(int argc, char **argv, struct flowd_config *cfg, int *print, char *errstr,
-                       size_t errstr_size)
+static int load_config(
+    int argc, char **argv, struct flowd_config *cfg, int *print, char *errstr, size_t errstr_size)
 {
     const char *file = NULL;
     for (int i = 1; i < argc; i++)
@@ -133,8 +134,8 @@ static int setup_logging(const struct flowd_config *cfg, char *errstr, size_t er
     return 0;
 }
 
-static int open_store(const struct flowd_config *cfg, struct store_handle *h, char *errstr,
-                      size_t errstr_size)
+static int
+open_store(const struct flowd_config *cfg, struct store_handle *h, char *errstr, size_t errstr_size)
 {
     struct store_options opt = {cfg->sqlite_path, cfg->sqlite_synchronous, cfg->pg_dsn};
     h->m = strcmp(cfg->store_type, "postgresql") == 0 ? &store_pg_methods : &store_sqlite_methods;

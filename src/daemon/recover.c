@@ -25,8 +25,8 @@ static int load_def(void *ctx, const struct store_def_row *row)
 {
     struct load_ctx *l = ctx;
     char err[FLOWD_ERRSTR_SIZE];
-    struct engine_def *def = engine_def_parse(row->json, strlen(row->json), &l->d->env, err,
-                                              sizeof(err));
+    struct engine_def *def =
+        engine_def_parse(row->json, strlen(row->json), &l->d->env, err, sizeof(err));
     if (!def) {
         /* a definition that no longer validates (new rules) stays in the store; its instances
          * cannot move, and that is reported rather than hidden */
@@ -49,11 +49,11 @@ static int load_instance(void *ctx, const struct store_instance_row *row)
     struct load_ctx *l = ctx;
     struct daemon *d = l->d;
     char err[FLOWD_ERRSTR_SIZE];
-    struct engine_instance *inst = engine_instance_from_json(row->blob, strlen(row->blob), err,
-                                                             sizeof(err));
+    struct engine_instance *inst =
+        engine_instance_from_json(row->blob, strlen(row->blob), err, sizeof(err));
     if (!inst) {
-        FLOWD_LOG(LOG_ERROR, LOG_SUB_STORE, "instance %lld cannot be read: %s",
-                  (long long)row->id, err);
+        FLOWD_LOG(LOG_ERROR, LOG_SUB_STORE, "instance %lld cannot be read: %s", (long long)row->id,
+                  err);
         return 0;
     }
     map_put(&d->cache, inst->id, inst);

@@ -22,11 +22,8 @@
 #include "../common/banned.h"
 
 /* Copies a header value into out (NUL-terminated); 0 if absent; -1 if too long or has a NUL. */
-static int header_str(const rd_kafka_message_t *msg,
-                      const char *name,
-                      char *out,
-                      size_t size,
-                      int *count)
+static int
+header_str(const rd_kafka_message_t *msg, const char *name, char *out, size_t size, int *count)
 {
     size_t len = 0;
     const char *v = bus_header(msg, name, &len, count);
@@ -45,8 +42,8 @@ static int inbox_key(struct daemon *d, const rd_kafka_message_t *msg, char *key,
     int cnt;
     if (header_str(msg, "messageId", mid, sizeof(mid), &cnt) == 1 && cnt == 1 && mid[0])
         return snprintf(key, size, "m:%s", mid) < (int)size ? 0 : -1;
-    snprintf(key, size, "o:%s/%s/%d/%lld", bus_cluster_epoch(d->bus),
-             rd_kafka_topic_name(msg->rkt), (int)msg->partition, (long long)msg->offset);
+    snprintf(key, size, "o:%s/%s/%d/%lld", bus_cluster_epoch(d->bus), rd_kafka_topic_name(msg->rkt),
+             (int)msg->partition, (long long)msg->offset);
     return 0;
 }
 

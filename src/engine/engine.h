@@ -26,9 +26,9 @@ struct engine_env {
 enum engine_node_type {
     ENGINE_NODE_START,
     ENGINE_NODE_END,
-    ENGINE_NODE_TASK,             /* runs its actions, goes on */
-    ENGINE_NODE_SEND,             /* message send task: runs its kafka_send actions, goes on */
-    ENGINE_NODE_RECEIVE,          /* message receive task: waits for a reply on its topics */
+    ENGINE_NODE_TASK,    /* runs its actions, goes on */
+    ENGINE_NODE_SEND,    /* message send task: runs its kafka_send actions, goes on */
+    ENGINE_NODE_RECEIVE, /* message receive task: waits for a reply on its topics */
     ENGINE_NODE_EXCLUSIVE_GATEWAY,
 };
 
@@ -37,11 +37,8 @@ struct engine_def;
 /* Parses and validates a definition (JSON text of len bytes). Returns NULL and a sentence
  * naming the node and the problem in errstr, e.g. "node 'decide': route 1 condition: unknown
  * operator '=<' at position 12". ${prefix}/${suffix} in receive topics are resolved with env. */
-struct engine_def *engine_def_parse(const char *json,
-                                    size_t len,
-                                    const struct engine_env *env,
-                                    char *errstr,
-                                    size_t errstr_size);
+struct engine_def *engine_def_parse(
+    const char *json, size_t len, const struct engine_env *env, char *errstr, size_t errstr_size);
 void engine_def_free(struct engine_def *def);
 
 const char *engine_def_key(const struct engine_def *def);
@@ -67,13 +64,13 @@ enum engine_token_state {
 };
 
 struct engine_token {
-    char *node_id;                 /* the node the token is at */
+    char *node_id; /* the node the token is at */
     enum engine_token_state state;
-    char **outstanding;            /* messageIds sent and not yet answered (re-sent on restart) */
-    char **outstanding_for;        /* per outstanding id: the receive node its reply is for */
+    char **outstanding;     /* messageIds sent and not yet answered (re-sent on restart) */
+    char **outstanding_for; /* per outstanding id: the receive node its reply is for */
     size_t noutstanding;
-    int64_t due_ms;                /* WAITING_MESSAGE with a responseTimeout: when it expires */
-    int attempt;                   /* re-sends done for the current wait */
+    int64_t due_ms; /* WAITING_MESSAGE with a responseTimeout: when it expires */
+    int attempt;    /* re-sends done for the current wait */
 };
 
 /* A reply that came before its instance reached the receive node it is for (e.g. the second of
@@ -81,9 +78,9 @@ struct engine_token {
 struct engine_parked {
     char *message_id;
     char *topic;
-    char *destination_id;          /* the receive node it is for */
-    char *value;                   /* the reply body (JSON text) */
-    char *headers;                 /* the reply's headers, opaque to the engine (for the DLQ) */
+    char *destination_id; /* the receive node it is for */
+    char *value;          /* the reply body (JSON text) */
+    char *headers;        /* the reply's headers, opaque to the engine (for the DLQ) */
     int64_t expires_ms;
 };
 
@@ -93,29 +90,28 @@ struct engine_instance {
     char *def_key;
     int def_version;
     enum engine_state state;
-    cJSON *data;                   /* owned; an object */
+    cJSON *data; /* owned; an object */
     int64_t started_ms, updated_ms, ended_ms;
-    uint32_t seq;                  /* number of history rows written so far */
-    struct engine_token *tokens;   /* live tokens (empty when the instance ended) */
+    uint32_t seq;                /* number of history rows written so far */
+    struct engine_token *tokens; /* live tokens (empty when the instance ended) */
     size_t ntokens;
-    char *error;                   /* why it FAILED, or NULL */
-    struct engine_parked *parked;  /* early replies */
+    char *error;                  /* why it FAILED, or NULL */
+    struct engine_parked *parked; /* early replies */
     size_t nparked;
 };
 
-const char *engine_state_name(enum engine_state state);           /* "STARTED", ... */
-const char *engine_token_state_name(enum engine_token_state state); /* "ACTIVE", "WAITING_MESSAGE" */
+const char *engine_state_name(enum engine_state state); /* "STARTED", ... */
+const char *
+engine_token_state_name(enum engine_token_state state); /* "ACTIVE", "WAITING_MESSAGE" */
 
 void engine_instance_free(struct engine_instance *inst);
 /* Serializes the whole instance (for the store). Caller frees. */
 char *engine_instance_to_json(const struct engine_instance *inst);
 /* Inverse of engine_instance_to_json; NULL and errstr on bad input. */
-struct engine_instance *engine_instance_from_json(const char *json,
-                                                  size_t len,
-                                                  char *errstr,
-                                                  size_t errstr_size);
-/* JSON view for the API: {id, uuid, processKey, version, state, startedAt..., tokens:[{node,state}],
- * data}. Caller cJSON_Deletes. */
+struct engine_instance *
+engine_instance_from_json(const char *json, size_t len, char *errstr, size_t errstr_size);
+/* JSON view for the API: {id, uuid, processKey, version, state, startedAt...,
+ * tokens:[{node,state}], data}. Caller cJSON_Deletes. */
 cJSON *engine_instance_view(const struct engine_instance *inst);
 
 /* ---- effects -------------------------------------------------------------------------- */
@@ -128,22 +124,22 @@ struct engine_header {
 /* A message to publish (through the outbox). */
 struct engine_message {
     char *topic;
-    char *key;                     /* the process instance id, decimal */
-    char *value;                   /* JSON */
+    char *key;   /* the process instance id, decimal */
+    char *value; /* JSON */
     struct engine_header *headers;
     size_t nheaders;
-    char *message_id;              /* unique per logical message, stable across re-sends */
-    char *node_id;                 /* the send node */
+    char *message_id; /* unique per logical message, stable across re-sends */
+    char *node_id;    /* the send node */
 };
 
 /* One row of history: every transition of every token. */
 struct engine_history {
-    uint32_t seq;                  /* 1, 2, 3... per instance */
+    uint32_t seq; /* 1, 2, 3... per instance */
     char *node_id;
-    char *state;                   /* STARTED, ENTERED, WAITING_MESSAGE, MESSAGE_RECEIVED,
-                                      MESSAGE_SENT, TAKEN(route), FINISHED, FAILED, ... */
+    char *state; /* STARTED, ENTERED, WAITING_MESSAGE, MESSAGE_RECEIVED,
+                    MESSAGE_SENT, TAKEN(route), FINISHED, FAILED, ... */
     int64_t at_ms;
-    char *detail;                  /* free text or NULL */
+    char *detail; /* free text or NULL */
 };
 
 struct engine_effects {
@@ -151,16 +147,19 @@ struct engine_effects {
     size_t nmsgs, msgs_cap;
     struct engine_history *hist;
     size_t nhist, hist_cap;
-    int ended;                     /* the instance reached FINISHED/FAILED in this step */
-    char **resend;                 /* messageIds to publish again (same id, same content) */
+    int ended;     /* the instance reached FINISHED/FAILED in this step */
+    char **resend; /* messageIds to publish again (same id, same content) */
     size_t nresend, resend_cap;
     struct engine_parked *expired; /* early replies whose time ran out: to the dead-letter topic */
     size_t nexpired, expired_cap;
 };
 
-#define ENGINE_EFFECTS_INIT {NULL, 0, 0, NULL, 0, 0, 0, NULL, 0, 0, NULL, 0, 0}
+#define ENGINE_EFFECTS_INIT                               \
+    {                                                     \
+        NULL, 0, 0, NULL, 0, 0, 0, NULL, 0, 0, NULL, 0, 0 \
+    }
 void engine_parked_free_fields(struct engine_parked *p);
-void engine_effects_clear(struct engine_effects *fx);   /* frees contents, back to INIT */
+void engine_effects_clear(struct engine_effects *fx); /* frees contents, back to INIT */
 void engine_message_free_fields(struct engine_message *msg);
 
 /* ---- the step function ---------------------------------------------------------------- */
@@ -179,10 +178,10 @@ int engine_start(const struct engine_def *def,
 
 /* A reply for an instance. */
 struct engine_event {
-    const char *topic;             /* the topic it arrived on */
-    const char *destination_id;    /* `destinationId` header, or NULL */
-    const char *callback_action;   /* `callbacksForAction` header, or NULL */
-    const cJSON *body;             /* parsed value (borrowed) */
+    const char *topic;           /* the topic it arrived on */
+    const char *destination_id;  /* `destinationId` header, or NULL */
+    const char *callback_action; /* `callbacksForAction` header, or NULL */
+    const cJSON *body;           /* parsed value (borrowed) */
 };
 
 /* Delivers a reply to inst: picks the waiting token (destinationId, else callbacksForAction,
@@ -279,8 +278,8 @@ struct engine_tpl_ctx {
 };
 
 enum engine_tpl_mode {
-    ENGINE_TPL_TEXT,               /* topic, header: values as plain text */
-    ENGINE_TPL_JSON,               /* body: values as JSON, escaped inside string literals */
+    ENGINE_TPL_TEXT, /* topic, header: values as plain text */
+    ENGINE_TPL_JSON, /* body: values as JSON, escaped inside string literals */
 };
 
 /* Renders tpl. In JSON mode the result is checked to be valid JSON. Caller frees. NULL and

@@ -626,8 +626,7 @@ static int link_graph(struct pctx *c)
                     break;
                 at = def->nodes[at].next;
             }
-            n->reply_node =
-                at >= 0 && def->nodes[at].type == ENGINE_NODE_RECEIVE ? at : (int)i;
+            n->reply_node = at >= 0 && def->nodes[at].type == ENGINE_NODE_RECEIVE ? at : (int)i;
         }
         for (size_t t = 0; t < n->ntopics; t++)
             def->nrtopics++;

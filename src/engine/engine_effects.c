@@ -8,10 +8,14 @@
 const char *engine_state_name(enum engine_state state)
 {
     switch (state) {
-    case ENGINE_STARTED: return "STARTED";
-    case ENGINE_FINISHED: return "FINISHED";
-    case ENGINE_FAILED: return "FAILED";
-    case ENGINE_TERMINATED: return "TERMINATED";
+    case ENGINE_STARTED:
+        return "STARTED";
+    case ENGINE_FINISHED:
+        return "FINISHED";
+    case ENGINE_FAILED:
+        return "FAILED";
+    case ENGINE_TERMINATED:
+        return "TERMINATED";
     }
     return "UNKNOWN";
 }
@@ -19,9 +23,12 @@ const char *engine_state_name(enum engine_state state)
 const char *engine_token_state_name(enum engine_token_state state)
 {
     switch (state) {
-    case ENGINE_TOKEN_ACTIVE: return "ACTIVE";
-    case ENGINE_TOKEN_WAITING_MESSAGE: return "WAITING_MESSAGE";
-    case ENGINE_TOKEN_INCIDENT: return "INCIDENT";
+    case ENGINE_TOKEN_ACTIVE:
+        return "ACTIVE";
+    case ENGINE_TOKEN_WAITING_MESSAGE:
+        return "WAITING_MESSAGE";
+    case ENGINE_TOKEN_INCIDENT:
+        return "INCIDENT";
     }
     return "UNKNOWN";
 }

@@ -99,8 +99,10 @@ char *engine_instance_to_json(const struct engine_instance *inst)
     buf_adds(&b, "],\"parked\":[");
     for (size_t i = 0; i < inst->nparked; i++) {
         const struct engine_parked *p = &inst->parked[i];
-        const char *fields[][2] = {{"messageId", p->message_id}, {"topic", p->topic},
-                                   {"destinationId", p->destination_id}, {"value", p->value},
+        const char *fields[][2] = {{"messageId", p->message_id},
+                                   {"topic", p->topic},
+                                   {"destinationId", p->destination_id},
+                                   {"value", p->value},
                                    {"headers", p->headers}};
         buf_addc(&b, i ? ',' : '{');
         if (i)

@@ -117,9 +117,9 @@ struct engine_node {
     size_t ntopics;
     char *response_timeout; /* receive: ISO 8601 duration or NULL */
     int64_t timeout_ms;
-    int resend_attempts;   /* receive: re-sends after a timeout before giving up */
-    char *timeout_next_id; /* receive: where the token goes when every re-send timed out */
-    int timeout_next;      /* index, or -1 (then: incident) */
+    int resend_attempts;         /* receive: re-sends after a timeout before giving up */
+    char *timeout_next_id;       /* receive: where the token goes when every re-send timed out */
+    int timeout_next;            /* index, or -1 (then: incident) */
     struct engine_route *routes; /* exclusive gateway */
     size_t nroutes;
     char *default_id;

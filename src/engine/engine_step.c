@@ -210,16 +210,15 @@ static int parked_for(const struct engine_instance *inst, const struct engine_no
 {
     for (size_t i = 0; i < inst->nparked; i++) {
         const struct engine_parked *p = &inst->parked[i];
-        if (p->destination_id ? strcmp(p->destination_id, n->id) == 0
-                              : topic_of(n, p->topic) >= 0)
+        if (p->destination_id ? strcmp(p->destination_id, n->id) == 0 : topic_of(n, p->topic) >= 0)
             return (int)i;
     }
     return -1;
 }
 
 /* Delivers parked reply pi at receive node n (the token has just got there). */
-static void take_parked(struct run *r, struct engine_token *tok, const struct engine_node *n,
-                        int pi)
+static void
+take_parked(struct run *r, struct engine_token *tok, const struct engine_node *n, int pi)
 {
     struct engine_instance *inst = r->inst;
     struct engine_parked p = inst->parked[pi];

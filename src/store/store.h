@@ -3,7 +3,8 @@
  * Tables: definitions (key, version, uuid, json), instances (id, uuid, key, version, state,
  * blob = engine_instance_to_json), history, outbox (messages to publish), inbox (keys of consumed
  * messages, for dedup). Everything between store_begin() and store_commit() is one transaction.
- * Backends: store_sqlite.c (default), store_pg.c (PostgreSQL). A store handle is used by one thread at a time.
+ * Backends: store_sqlite.c (default), store_pg.c (PostgreSQL). A store handle is used by one thread
+ * at a time.
  */
 #ifndef FLOWD_STORE_H
 #define FLOWD_STORE_H
@@ -16,10 +17,10 @@
 struct store;
 
 struct store_options {
-    const char *path;              /* sqlite: database file */
-    const char *synchronous;       /* sqlite: "FULL" (default) or "NORMAL"; postgresql:
-                                      synchronous_commit on (FULL) or off (NORMAL) */
-    const char *dsn;               /* postgresql: libpq connection string */
+    const char *path;        /* sqlite: database file */
+    const char *synchronous; /* sqlite: "FULL" (default) or "NORMAL"; postgresql:
+                                synchronous_commit on (FULL) or off (NORMAL) */
+    const char *dsn;         /* postgresql: libpq connection string */
 };
 
 struct store_def_row {
@@ -35,30 +36,30 @@ struct store_instance_row {
     const char *uuid;
     const char *def_key;
     int def_version;
-    const char *state;             /* engine_state_name() */
-    const char *blob;              /* engine_instance_to_json() */
+    const char *state; /* engine_state_name() */
+    const char *blob;  /* engine_instance_to_json() */
     int64_t started_ms, updated_ms;
 };
 
 struct store_outbox_row {
     int64_t id;
-    int64_t instance_id;           /* 0 for dead letters not tied to an instance */
+    int64_t instance_id; /* 0 for dead letters not tied to an instance */
     const char *message_id;
     const char *topic;
-    const char *key;               /* may be NULL */
-    const char *value;             /* may be NULL (tombstone) */
+    const char *key;   /* may be NULL */
+    const char *value; /* may be NULL (tombstone) */
     size_t value_len;
-    const char *headers;           /* JSON array of [name, value] pairs */
+    const char *headers; /* JSON array of [name, value] pairs */
 };
 
 /* Filter and page of x_instance_list. Zero/NULL fields do not filter. */
 struct store_instance_filter {
-    const char *state;             /* "STARTED"... */
+    const char *state; /* "STARTED"... */
     const char *def_key;
-    int64_t started_from_ms;       /* started_ms >= this */
-    int64_t started_to_ms;         /* started_ms < this */
-    int64_t before_id;             /* paging: only ids below this */
-    size_t limit;                  /* rows at most (0: none) */
+    int64_t started_from_ms; /* started_ms >= this */
+    int64_t started_to_ms;   /* started_ms < this */
+    int64_t before_id;       /* paging: only ids below this */
+    size_t limit;            /* rows at most (0: none) */
 };
 
 /* Callbacks return 0 to go on, non-zero to stop the scan (that value is returned). */
@@ -73,8 +74,8 @@ typedef int(store_outbox_list_cb)(void *ctx,
                                   int64_t sent_ms);
 
 struct store_methods {
-    int version;                   /* 2 */
-    const char *name;              /* "sqlite" */
+    int version;      /* 2 */
+    const char *name; /* "sqlite" */
     int (*x_open)(const struct store_options *opt, struct store **out, char *errstr, size_t n);
     void (*x_close)(struct store *st);
 
@@ -85,8 +86,14 @@ struct store_methods {
     /* Stores a definition. If the newest version of key has identical json, nothing is written
      * and *version and *uuid_out return that one with *created = 0; otherwise version = newest + 1
      * and uuid is the new_uuid given. uuid_out (37 bytes) may be NULL. */
-    int (*x_def_put)(struct store *st, const char *key, const char *json, const char *new_uuid,
-                     int64_t now_ms, int *version, int *created, char *uuid_out);
+    int (*x_def_put)(struct store *st,
+                     const char *key,
+                     const char *json,
+                     const char *new_uuid,
+                     int64_t now_ms,
+                     int *version,
+                     int *created,
+                     char *uuid_out);
     /* Every version of every definition, oldest first. */
     int (*x_def_scan)(struct store *st, store_def_cb *cb, void *ctx);
 
@@ -108,7 +115,9 @@ struct store_methods {
     int (*x_history_scan)(struct store *st, int64_t instance_id, store_history_cb *cb, void *ctx);
 
     /* Adds a message to publish; *id gets its row id. */
-    int (*x_outbox_add)(struct store *st, const struct store_outbox_row *row, int64_t now_ms,
+    int (*x_outbox_add)(struct store *st,
+                        const struct store_outbox_row *row,
+                        int64_t now_ms,
                         int64_t *id);
     /* Unsent rows in id order, at most limit. */
     int (*x_outbox_scan_unsent)(struct store *st, size_t limit, store_outbox_cb *cb, void *ctx);
@@ -126,12 +135,18 @@ struct store_methods {
 
     /* ---- version 2: listing for the API (schema migration 2 adds their indexes) ---- */
     /* Instances matching f, highest id first (rows carry the blob). */
-    int (*x_instance_list)(struct store *st, const struct store_instance_filter *f,
-                           store_instance_cb *cb, void *ctx);
+    int (*x_instance_list)(struct store *st,
+                           const struct store_instance_filter *f,
+                           store_instance_cb *cb,
+                           void *ctx);
     /* Outbox rows for topic (e.g. the dead-letter topic), highest id first, ids below before_id
      * (0: any), at most limit. */
-    int (*x_outbox_list_topic)(struct store *st, const char *topic, int64_t before_id,
-                               size_t limit, store_outbox_list_cb *cb, void *ctx);
+    int (*x_outbox_list_topic)(struct store *st,
+                               const char *topic,
+                               int64_t before_id,
+                               size_t limit,
+                               store_outbox_list_cb *cb,
+                               void *ctx);
     /* One outbox row by id, given to cb; FLOWD_ERR_NOTFOUND if absent. */
     int (*x_outbox_get)(struct store *st, int64_t id, store_outbox_list_cb *cb, void *ctx);
     /* Number of unsent outbox rows (the relay's backlog). */

@@ -111,8 +111,7 @@ int cnd_broadcast(cnd_t *c)
 
 int cnd_wait(cnd_t *c, mtx_t *m)
 {
-    return pthread_cond_wait((pthread_cond_t *)c, (pthread_mutex_t *)m) ? thrd_error
-                                                                          : thrd_success;
+    return pthread_cond_wait((pthread_cond_t *)c, (pthread_mutex_t *)m) ? thrd_error : thrd_success;
 }
 
 int cnd_timedwait(cnd_t *restrict c, mtx_t *restrict m, const struct timespec *restrict ts)

@@ -82,7 +82,10 @@ static int teardown(void **state)
     return 0;
 }
 
-static int deliver(struct fixture *f, const char *topic, const char *dest, const char *body,
+static int deliver(struct fixture *f,
+                   const char *topic,
+                   const char *dest,
+                   const char *body,
                    struct engine_effects *fx)
 {
     char err[FLOWD_ERRSTR_SIZE];
@@ -93,7 +96,10 @@ static int deliver(struct fixture *f, const char *topic, const char *dest, const
     return rc;
 }
 
-static int park(struct fixture *f, const char *topic, const char *mid, const char *body,
+static int park(struct fixture *f,
+                const char *topic,
+                const char *mid,
+                const char *body,
                 struct engine_effects *fx)
 {
     char err[FLOWD_ERRSTR_SIZE];

@@ -57,8 +57,8 @@ static void test_resends_with_same_message_id_then_takes_timeout_path(void **sta
 {
     (void)state;
     char err[FLOWD_ERRSTR_SIZE];
-    struct engine_def *def = parse(",\"resendAttempts\":2,\"timeoutNext\":\"late\"", err,
-                                   sizeof(err));
+    struct engine_def *def =
+        parse(",\"resendAttempts\":2,\"timeoutNext\":\"late\"", err, sizeof(err));
     assert_non_null(def);
     struct engine_effects fx = ENGINE_EFFECTS_INIT;
     struct engine_instance *inst = NULL;
