@@ -1,0 +1,280 @@
+/* flow_load.c - load driver of bench/run.py: starts instances of a process over Kafka (the
+ * start topic, header Fx-ProcessName) and reads completions from flowd's SQLite store (a
+ * read-only connection, polled every millisecond). Each start carries its send time in the
+ * body (data.t0, epoch ms), so a latency is updated_ms of the FINISHED row minus t0: it
+ * includes the time the start waited in Kafka.
+ *
+ *   flow_load closed BOOTSTRAP DB PROCESS COUNT K     K instances in flight until COUNT done
+ *   flow_load open   BOOTSTRAP DB PROCESS RATE SECS   RATE starts/s for SECS, then drain
+ *   flow_load park   BOOTSTRAP DB PROCESS COUNT       COUNT starts, waits until all wait
+ *
+ * Prints one JSON line. Instance ids are assumed consecutive from the largest id present
+ * when the run begins (a fresh store per run, one driver at a time).
+ */
+#include <librdkafka/rdkafka.h>
+#include <sqlite3.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define START_TOPIC "ai.flowx.dev.core.trigger.start.process.v1"
+
+static rd_kafka_t *prod;
+static sqlite3 *db;
+static sqlite3_stmt *q_max, *q_started;
+static int64_t base;
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+static int64_t one_int(sqlite3_stmt *st)
+{
+    int64_t v = -1;
+    sqlite3_bind_int64(st, 1, base);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_BUSY)
+        sleep_us(200);
+    if (rc == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return v;
+}
+
+/* created = rows since base; completed = created - still STARTED */
+static void progress(int64_t *created, int64_t *completed)
+{
+    int64_t hi = one_int(q_max);
+    int64_t started = one_int(q_started);
+    *created = hi > base ? hi - base : 0;
+    *completed = *created - (started > 0 ? started : 0);
+}
+
+static void start_one(const char *process, long seq)
+{
+    char body[160];
+    int n = snprintf(body, sizeof(body),
+                     "{\"t0\": %lld, \"request\": {\"seq\": %ld, \"text\": \"hello\"}}",
+                     (long long)wall_ms(), seq);
+    rd_kafka_resp_err_t err;
+    while ((err = rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(START_TOPIC),
+                                    RD_KAFKA_V_VALUE(body, (size_t)n),
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                    RD_KAFKA_V_HEADER("Fx-ProcessName", process, -1),
+                                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(prod, 10);
+    if (err) {
+        fprintf(stderr, "flow_load: produce: %s\n", rd_kafka_err2str(err));
+        exit(1);
+    }
+    rd_kafka_poll(prod, 0);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int64_t pct(const int64_t *v, size_t n, double p)
+{
+    if (!n)
+        return -1;
+    size_t k = (size_t)(p / 100.0 * (double)n + 0.5);
+    if (k > 0)
+        k--;
+    if (k >= n)
+        k = n - 1;
+    return v[k];
+}
+
+/* Where the time of the finished instances went, from the store's timestamps: queue (driver
+ * sent -> instance started), connector (started -> reply received: outbox, Kafka, echo, Kafka,
+ * consume), finish (received -> ended and written). Printed as one JSON line on stderr. */
+static void legs(void)
+{
+    static const char *const sql =
+        "SELECT i.started_ms - json_extract(i.blob, '$.data.t0'), h.at_ms - i.started_ms, "
+        "i.updated_ms - h.at_ms FROM instances i JOIN history h ON h.instance_id = i.id AND "
+        "h.state = 'MESSAGE_RECEIVED' WHERE i.id > ?1 AND i.state = 'FINISHED'";
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_int64(st, 1, base);
+    size_t n = 0, cap = 1024;
+    int64_t *v[3];
+    for (int j = 0; j < 3; j++)
+        v[j] = malloc(cap * sizeof(int64_t));
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (n == cap) {
+            cap *= 2;
+            for (int j = 0; j < 3; j++)
+                v[j] = realloc(v[j], cap * sizeof(int64_t));
+        }
+        for (int j = 0; j < 3; j++)
+            v[j][n] = sqlite3_column_int64(st, j);
+        n++;
+    }
+    sqlite3_finalize(st);
+    static const char *const names[] = {"queue", "connector", "finish"};
+    fprintf(stderr, "{\"legs_ms\": {");
+    for (int j = 0; j < 3; j++) {
+        qsort(v[j], n, sizeof(int64_t), cmp_i64);
+        fprintf(stderr, "%s\"%s\": {\"p50\": %lld, \"p99\": %lld, \"max\": %lld}", j ? ", " : "",
+                names[j], (long long)pct(v[j], n, 50), (long long)pct(v[j], n, 99),
+                (long long)(n ? v[j][n - 1] : -1));
+        free(v[j]);
+    }
+    fprintf(stderr, "}}\n");
+}
+
+/* Reads the latencies of the finished instances since base and prints the JSON line. */
+static void report(const char *mode, long param, long sent, double wall)
+{
+    sqlite3_stmt *st;
+    const char *sql = "SELECT updated_ms, json_extract(blob, '$.data.t0'), state FROM instances "
+                      "WHERE id > ?1";
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        fprintf(stderr, "flow_load: %s\n", sqlite3_errmsg(db));
+        exit(1);
+    }
+    sqlite3_bind_int64(st, 1, base);
+    size_t cap = (size_t)sent + 16, n = 0, nfin = 0, nwait = 0;
+    int64_t *lat = malloc(cap * sizeof(*lat));
+    int64_t first = INT64_MAX, last = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *state = (const char *)sqlite3_column_text(st, 2);
+        int64_t t0 = sqlite3_column_int64(st, 1);
+        if (t0 && t0 < first)
+            first = t0;
+        if (strcmp(state, "FINISHED") != 0) {
+            nwait++;
+            continue;
+        }
+        int64_t up = sqlite3_column_int64(st, 0);
+        nfin++;
+        if (up > last)
+            last = up;
+        if (n < cap)
+            lat[n++] = up - t0;
+    }
+    sqlite3_finalize(st);
+    qsort(lat, n, sizeof(*lat), cmp_i64);
+    double span = last > first ? (double)(last - first) / 1000.0 : wall;
+    printf("{\"mode\": \"%s\", \"%s\": %ld, \"sent\": %ld, \"completed\": %zu, \"waiting\": %zu, "
+           "\"wall_s\": %.3f, \"completed_per_s\": %.1f, \"latency_ms\": {\"p50\": %lld, "
+           "\"p95\": %lld, \"p99\": %lld, \"max\": %lld}}\n",
+           mode, strcmp(mode, "open") == 0 ? "rate" : (strcmp(mode, "closed") == 0 ? "k" : "count"),
+           param, sent, nfin, nwait, wall, nfin ? (double)nfin / span : 0.0,
+           (long long)pct(lat, n, 50), (long long)pct(lat, n, 95), (long long)pct(lat, n, 99),
+           (long long)(n ? lat[n - 1] : -1));
+    free(lat);
+    legs();
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 6) {
+        fprintf(stderr, "usage: flow_load closed|open|park BOOTSTRAP DB PROCESS N [K|SECS]\n");
+        return 2;
+    }
+    const char *mode = argv[1], *process = argv[4];
+    long a = strtol(argv[5], NULL, 10), b = argc > 6 ? strtol(argv[6], NULL, 10) : 0;
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", argv[2], errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "linger.ms", "0", errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", errstr,
+                          sizeof(errstr))) {
+        fprintf(stderr, "flow_load: %s\n", errstr);
+        return 1;
+    }
+    prod = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!prod) {
+        fprintf(stderr, "flow_load: %s\n", errstr);
+        return 1;
+    }
+    if (sqlite3_open_v2(argv[3], &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM instances WHERE ?1 >= 0", -1,
+                           &q_max, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT count(*) FROM instances WHERE state = 'STARTED' AND id > ?1",
+                           -1, &q_started, NULL) != SQLITE_OK) {
+        fprintf(stderr, "flow_load: %s: %s\n", argv[3], sqlite3_errmsg(db));
+        return 1;
+    }
+    sqlite3_busy_timeout(db, 50);
+    base = one_int(q_max);
+
+    long sent = 0;
+    int64_t created = 0, completed = 0;
+    double t0 = mono_s(), deadline;
+    if (strcmp(mode, "closed") == 0) {
+        deadline = t0 + 300;
+        while (completed < a && mono_s() < deadline) {
+            while (sent < a && sent - completed < b)
+                start_one(process, sent++);
+            rd_kafka_poll(prod, 0);
+            sleep_us(500);
+            progress(&created, &completed);
+        }
+    } else if (strcmp(mode, "open") == 0) {
+        long total = a * b;
+        while (sent < total) {
+            double due = t0 + (double)sent / (double)a;
+            double now = mono_s();
+            if (now < due) {
+                rd_kafka_poll(prod, 0);
+                sleep_us((long)((due - now) * 1e6) > 1000 ? 1000 : (long)((due - now) * 1e6));
+                continue;
+            }
+            start_one(process, sent++);
+        }
+        deadline = mono_s() + 120;
+        do {
+            rd_kafka_poll(prod, 0);
+            sleep_us(2000);
+            progress(&created, &completed);
+        } while (completed < sent && mono_s() < deadline);
+    } else {
+        for (; sent < a; sent++)
+            start_one(process, sent);
+        rd_kafka_flush(prod, 60000);
+        deadline = mono_s() + 300;
+        do {
+            sleep_us(50000);
+            progress(&created, &completed);
+        } while (created < sent && mono_s() < deadline);
+    }
+    rd_kafka_flush(prod, 10000);
+    double wall = mono_s() - t0;
+    if (strcmp(mode, "park") == 0)
+        printf("{\"mode\": \"park\", \"sent\": %ld, \"created\": %lld, \"wall_s\": %.3f, "
+               "\"starts_per_s\": %.1f}\n",
+               sent, (long long)created, wall, (double)created / wall);
+    else
+        report(mode, strcmp(mode, "closed") == 0 ? b : a, sent, wall);
+    sqlite3_finalize(q_max);
+    sqlite3_finalize(q_started);
+    sqlite3_close(db);
+    rd_kafka_destroy(prod);
+    return 0;
+}
