@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <civetweb.h>
+#include <pthread.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,8 @@
 #include <strings.h>
 
 #include "../common/banned.h"
+
+static pthread_mutex_t date_lock = PTHREAD_MUTEX_INITIALIZER;
 
 struct api {
     struct mg_context *mg;
@@ -50,7 +53,11 @@ static void send_body(struct mg_connection *conn,
     mg_response_header_add(conn, "X-Content-Type-Options", "nosniff", -1);
     if (name)
         mg_response_header_add(conn, name, value, -1);
+    /* civetweb 1.15 formats the Date header with gmtime(), whose result is shared by every
+     * thread: two workers answering at once race on it (ThreadSanitizer saw it) */
+    pthread_mutex_lock(&date_lock);
     mg_response_header_send(conn);
+    pthread_mutex_unlock(&date_lock);
     mg_write(conn, text, len);
     mg_write(conn, "\n", 1);
 }
