@@ -90,7 +90,11 @@ static int be_deploy(void *ctx,
     memset(&req, 0, sizeof(req));
     req.type = REQ_DEPLOY;
     req.def = def;
-    req.def_json = flowd_xstrndup(json, len);
+    /* stored in canonical form: a definition that differs only in layout is the same version
+     * (parse_def has accepted it, so it parses) */
+    cJSON *doc = json_parse(json, len, NULL, 0);
+    req.def_json = doc ? json_print(doc) : flowd_xstrndup(json, len);
+    cJSON_Delete(doc);
     loop_submit(d, &req);
     free(req.def_json);
     if (req.rc) {

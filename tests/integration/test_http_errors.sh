@@ -88,6 +88,10 @@ h_assert_eq "$H_STATUS" 200 "identical redeploy"
 h_assert_eq "$(printf '%s' "$H_BODY" | h_json created)" false "identical redeploy created"
 h_assert_eq "$(printf '%s' "$H_BODY" | h_json version)" 1 "identical redeploy version"
 h_assert_eq "$(printf '%s' "$H_BODY" | h_json uuid)" "$uuid1" "identical redeploy uuid"
+# the same definition laid out differently (one line, other spacing) is the same version
+h_req POST /v1/definitions "$($PY -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])), indent=None, separators=(", ", ": ")))' "$def")"
+h_assert_eq "$H_STATUS" 200 "re-formatted redeploy"
+h_assert_eq "$(printf '%s' "$H_BODY" | h_json version)" 1 "re-formatted redeploy version"
 # An instance of version 1 keeps it when version 2 arrives.
 h_req POST /v1/processes/credit-check/start '{"clientId": 1, "amount": 10}'
 h_assert_eq "$H_STATUS" 201 "start"
