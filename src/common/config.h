@@ -45,11 +45,15 @@ struct flowd_config {
     char *sqlite_path;        /* store.sqlite.path */
     char *sqlite_synchronous; /* store.sqlite.synchronous: FULL | NORMAL */
     /* engine */
-    int64_t node_id;            /* engine.node-id */
-    int64_t batch_max;          /* engine.batch.max-messages */
-    int64_t batch_wait_ms;      /* engine.batch.max-wait-ms */
-    int64_t early_reply_ttl_ms; /* engine.early-reply-ttl-ms */
-    int64_t republish_on_start; /* engine.republish-on-start: -1 auto, 0 no, 1 yes */
+    int64_t node_id;             /* engine.node-id */
+    int64_t batch_max;           /* engine.batch.max-messages */
+    int64_t batch_wait_ms;       /* engine.batch.max-wait-ms */
+    int64_t early_reply_ttl_ms;  /* engine.early-reply-ttl-ms */
+    int64_t outbox_retention_ms; /* engine.retention.outbox-ms */
+    int64_t dlq_retention_ms;    /* engine.retention.dead-letters-ms */
+    int64_t inbox_retention_ms;  /* engine.retention.inbox-ms */
+    int64_t purge_interval_ms;   /* engine.retention.check-interval-ms */
+    int64_t republish_on_start;  /* engine.republish-on-start: -1 auto, 0 no, 1 yes */
     /* http */
     char *http_bind;         /* http.bind */
     int64_t http_port;       /* http.port */

@@ -656,6 +656,32 @@ void loop_publish_unsent(struct daemon *d)
         FLOWD_LOG(LOG_INFO, LOG_SUB_KAFKA, "re-publishing %zu message(s) from the outbox", u.n);
 }
 
+/* ---- housekeeping ---- */
+
+/* Deletes what the retention settings let go: acknowledged outbox rows (not those of waiting
+ * instances), old dead letters, old inbox keys. Its own small transaction; a failure is retried
+ * at the next round. */
+static void purge(struct daemon *d)
+{
+    const struct store_methods *m = d->store.m;
+    int64_t now = clock_wall_ms();
+    int rc = m->x_begin(d->store.st);
+    if (!rc)
+        rc = m->x_outbox_purge(d->store.st, now - d->cfg->outbox_retention_ms, d->cfg->dlq_topic,
+                               now - d->cfg->dlq_retention_ms);
+    if (!rc)
+        rc = m->x_inbox_purge(d->store.st, now - d->cfg->inbox_retention_ms);
+    if (!rc)
+        rc = m->x_commit(d->store.st);
+    if (rc) {
+        m->x_rollback(d->store.st);
+        FLOWD_LOG(LOG_WARN, LOG_SUB_STORE,
+                  "purging old outbox and inbox rows failed (%s); "
+                  "retrying in a minute",
+                  flowd_err_str(rc));
+    }
+}
+
 /* ---- the loop ---- */
 
 void loop_run(struct daemon *d)
@@ -668,8 +694,14 @@ void loop_run(struct daemon *d)
     int backoff_ms = 0;
 
     int64_t due_ids[256];
+    int64_t purge_every_us = d->cfg->purge_interval_ms * 1000;
+    int64_t purge_at = clock_mono_us() + purge_every_us;
 
     while (!d->stopping) {
+        if (clock_mono_us() >= purge_at) {
+            purge(d);
+            purge_at = clock_mono_us() + purge_every_us;
+        }
         bus_poll(d->bus, 0);
         if (d->nreload)
             reload_evicted(d);

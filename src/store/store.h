@@ -126,8 +126,13 @@ struct store_methods {
      * new unsent row, so that a delivery report for the original cannot cancel it. *n is 1, or 0
      * when no such message is in the outbox (purged). */
     int (*x_outbox_requeue)(struct store *st, const char *message_id, int *n);
-    /* Deletes sent rows older than before_ms. */
-    int (*x_outbox_purge)(struct store *st, int64_t before_ms);
+    /* Deletes sent rows: those on dlq_topic (dead letters, listed by the API) sent before
+     * dlq_before_ms; the others sent before before_ms, except the rows of instances still
+     * STARTED (their requests may have to be re-sent). Unsent rows are never deleted. */
+    int (*x_outbox_purge)(struct store *st,
+                          int64_t before_ms,
+                          const char *dlq_topic,
+                          int64_t dlq_before_ms);
 
     /* Inbox: if key was seen returns 1; else records it and returns 0. Negative on error. */
     int (*x_inbox_check_add)(struct store *st, const char *key, int64_t now_ms);

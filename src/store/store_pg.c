@@ -181,7 +181,9 @@ static const char *const stmt_sql[S_COUNT] = {
                       " created_ms, sent_ms) SELECT instance_id, message_id, topic, key, value,"
                       " headers, created_ms, NULL FROM outbox WHERE id ="
                       " (SELECT max(id) FROM outbox WHERE message_id = $1::text)",
-    [S_OUT_PURGE] = "DELETE FROM outbox WHERE sent_ms < $1::bigint",
+    [S_OUT_PURGE] = "DELETE FROM outbox WHERE sent_ms IS NOT NULL AND ((topic <> $2::text AND"
+                    " sent_ms < $1::bigint AND instance_id NOT IN (SELECT id FROM instances WHERE"
+                    " state = 'STARTED')) OR (topic = $2::text AND sent_ms < $3::bigint))",
     [S_IN_ADD] = "INSERT INTO inbox (key, seen_ms) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
     [S_IN_PURGE] = "DELETE FROM inbox WHERE seen_ms < $1::bigint",
     /* Unset filters are NULL or 0. */
@@ -865,10 +867,13 @@ static int pg_outbox_requeue(struct store *st, const char *message_id, int *n)
     return err;
 }
 
-static int pg_outbox_purge(struct store *st, int64_t before_ms)
+static int
+pg_outbox_purge(struct store *st, int64_t before_ms, const char *dlq_topic, int64_t dlq_before_ms)
 {
     struct params p = {0};
     p_i64(&p, before_ms);
+    p_text(&p, dlq_topic ? dlq_topic : "");
+    p_i64(&p, dlq_before_ms);
     return run(st, S_OUT_PURGE, &p, "outbox_purge", NULL);
 }
 

@@ -108,7 +108,9 @@ static const char *const stmt_sql[S_COUNT] = {
                       " created_ms, sent_ms) SELECT instance_id, message_id, topic, key, value,"
                       " headers, created_ms, NULL FROM outbox WHERE id ="
                       " (SELECT max(id) FROM outbox WHERE message_id = ?1)",
-    [S_OUT_PURGE] = "DELETE FROM outbox WHERE sent_ms < ?1",
+    [S_OUT_PURGE] = "DELETE FROM outbox WHERE sent_ms IS NOT NULL AND ((topic <> ?2 AND"
+                    " sent_ms < ?1 AND instance_id NOT IN (SELECT id FROM instances WHERE"
+                    " state = 'STARTED')) OR (topic = ?2 AND sent_ms < ?3))",
     [S_IN_ADD] = "INSERT OR IGNORE INTO inbox (key, seen_ms) VALUES (?1, ?2)",
     [S_IN_PURGE] = "DELETE FROM inbox WHERE seen_ms < ?1",
     /* Unset filters are NULL or 0; the rowid walk (newest first) stops at the LIMIT. */
@@ -652,9 +654,12 @@ static int sq_outbox_requeue(struct store *st, const char *message_id, int *n)
     return err;
 }
 
-static int sq_outbox_purge(struct store *st, int64_t before_ms)
+static int
+sq_outbox_purge(struct store *st, int64_t before_ms, const char *dlq_topic, int64_t dlq_before_ms)
 {
     bind_int64(st, st->stmt[S_OUT_PURGE], 1, before_ms);
+    bind_text(st, st->stmt[S_OUT_PURGE], 2, dlq_topic ? dlq_topic : "");
+    bind_int64(st, st->stmt[S_OUT_PURGE], 3, dlq_before_ms);
     return exec_stmt(st, S_OUT_PURGE, "outbox_purge");
 }
 

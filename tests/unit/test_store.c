@@ -1166,7 +1166,7 @@ static void test_outbox_purge_deletes_only_old_sent_rows(void **state)
     assert_int_equal(fx->m->x_outbox_mark_sent(fx->st, ids, 1, 100), 0);
     ids[0] = recent;
     assert_int_equal(fx->m->x_outbox_mark_sent(fx->st, ids, 1, 900), 0);
-    assert_int_equal(fx->m->x_outbox_purge(fx->st, 500), 0);
+    assert_int_equal(fx->m->x_outbox_purge(fx->st, 500, "dlq", 0), 0);
 
     int n = -1;
     assert_int_equal(fx->m->x_outbox_requeue(fx->st, "m-old", &n), 0);
@@ -1174,11 +1174,35 @@ static void test_outbox_purge_deletes_only_old_sent_rows(void **state)
     assert_int_equal(fx->m->x_outbox_requeue(fx->st, "m-recent", &n), 0);
     assert_int_equal(n, 1);
     /* Unsent rows are never purged, whatever their age. */
-    assert_int_equal(fx->m->x_outbox_purge(fx->st, INT64_MAX), 0);
+    assert_int_equal(fx->m->x_outbox_purge(fx->st, INT64_MAX, "dlq", INT64_MAX), 0);
     struct buf b = BUF_INIT;
     assert_int_equal(fx->m->x_outbox_scan_unsent(fx->st, 10, collect_outbox, &b), 0);
     assert_string_equal(buf_str(&b), "m-unsent;m-recent;");
     buf_release(&b);
+}
+
+static void test_outbox_purge_keeps_waiting_instances_and_young_dead_letters(void **state)
+{
+    struct fixture *fx = *state;
+    put_instance(fx, 7, "STARTED", "{}");
+    put_instance(fx, 8, "FINISHED", "{}");
+    int64_t waiting = add_outbox(fx, 7, "m-waiting");
+    int64_t ended = add_outbox(fx, 8, "m-ended");
+    struct store_outbox_row dl = {0, 8, "m-dead", "dlq", "8", "{}", 2, "[]"};
+    int64_t dead = 0;
+    assert_int_equal(fx->m->x_outbox_add(fx->st, &dl, 100, &dead), 0);
+    int64_t ids[3] = {waiting, ended, dead};
+    assert_int_equal(fx->m->x_outbox_mark_sent(fx->st, ids, 3, 100), 0);
+
+    /* a waiting instance's request stays (it may be re-sent); the dead letter is young */
+    assert_int_equal(fx->m->x_outbox_purge(fx->st, 1000, "dlq", 50), 0);
+    int n = -1;
+    assert_int_equal(fx->m->x_outbox_requeue(fx->st, "m-waiting", &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(fx->m->x_outbox_requeue(fx->st, "m-ended", &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(fx->m->x_outbox_requeue(fx->st, "m-dead", &n), 0);
+    assert_int_equal(n, 1);
 }
 
 /* ---- inbox ---------------------------------------------------------------------------- */
@@ -1411,6 +1435,7 @@ int main(void)
         T(test_outbox_scan_unsent_in_id_order_up_to_limit),
         T(test_outbox_keeps_binary_value_and_null_fields),
         T(test_outbox_mark_sent_hides_rows_and_requeue_brings_them_back),
+        T(test_outbox_purge_keeps_waiting_instances_and_young_dead_letters),
         T(test_outbox_requeue_survives_the_originals_delivery_report),
         T(test_outbox_purge_deletes_only_old_sent_rows),
         T(test_inbox_reports_new_then_seen),
