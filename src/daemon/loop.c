@@ -151,6 +151,25 @@ static void touch(struct batch *b, struct engine_instance *inst)
     b->touched[b->ntouched++] = inst;
 }
 
+/* Fills msg's headers from the outbox form, a JSON array of [name, value] (as headers_json()
+ * writes it), leaving room for `extra` more. */
+static void headers_from_json(struct engine_message *msg, const char *json, size_t extra)
+{
+    cJSON *h = json ? cJSON_Parse(json) : NULL;
+    int nh = cJSON_GetArraySize(h);
+    msg->headers = flowd_xcalloc((size_t)nh + extra + 1, sizeof(*msg->headers));
+    for (int i = 0; i < nh; i++) {
+        const cJSON *pair = cJSON_GetArrayItem(h, i);
+        const cJSON *k = cJSON_GetArrayItem(pair, 0), *v = cJSON_GetArrayItem(pair, 1);
+        if (!cJSON_IsString(k) || !cJSON_IsString(v))
+            continue;
+        msg->headers[msg->nheaders].name = flowd_xstrdup(k->valuestring);
+        msg->headers[msg->nheaders].value = flowd_xstrdup(v->valuestring);
+        msg->nheaders++;
+    }
+    cJSON_Delete(h);
+}
+
 /* An early reply that was kept and never taken: to the dead-letter topic, reason expired, with
  * the headers it came with. */
 static int dead_letter_expired(struct batch *b, int64_t instance_id, const struct engine_parked *p)
@@ -166,19 +185,7 @@ static int dead_letter_expired(struct batch *b, int64_t instance_id, const struc
     out.topic = flowd_xstrdup(d->cfg->dlq_topic);
     out.key = flowd_xasprintf("%lld", (long long)instance_id);
     out.value = flowd_xstrdup(p->value);
-    cJSON *h = p->headers ? cJSON_Parse(p->headers) : NULL;
-    int nh = cJSON_GetArraySize(h);
-    out.headers = flowd_xcalloc((size_t)nh + 3, sizeof(*out.headers));
-    for (int i = 0; i < nh; i++) {
-        const cJSON *pair = cJSON_GetArrayItem(h, i);
-        const cJSON *k = cJSON_GetArrayItem(pair, 0), *v = cJSON_GetArrayItem(pair, 1);
-        if (!cJSON_IsString(k) || !cJSON_IsString(v))
-            continue;
-        out.headers[out.nheaders].name = flowd_xstrdup(k->valuestring);
-        out.headers[out.nheaders].value = flowd_xstrdup(v->valuestring);
-        out.nheaders++;
-    }
-    cJSON_Delete(h);
+    headers_from_json(&out, p->headers, 3);
     const char *extra[][2] = {{"reason", "expired"},
                               {"reasonDetail", "kept as an early reply, but the instance did not "
                                                "reach its receive node in time"},
@@ -626,19 +633,7 @@ static int publish_row(void *ctx, const struct store_outbox_row *row)
     o.msg.topic = flowd_xstrdup(row->topic);
     o.msg.key = row->key ? flowd_xstrdup(row->key) : NULL;
     o.msg.value = row->value ? flowd_xstrndup(row->value, row->value_len) : NULL;
-    cJSON *h = row->headers ? cJSON_Parse(row->headers) : NULL;
-    int nh = cJSON_GetArraySize(h);
-    o.msg.headers = flowd_xcalloc((size_t)nh + 1, sizeof(*o.msg.headers));
-    for (int i = 0; i < nh; i++) {
-        const cJSON *pair = cJSON_GetArrayItem(h, i);
-        const cJSON *k = cJSON_GetArrayItem(pair, 0), *v = cJSON_GetArrayItem(pair, 1);
-        if (!cJSON_IsString(k) || !cJSON_IsString(v))
-            continue;
-        o.msg.headers[o.msg.nheaders].name = flowd_xstrdup(k->valuestring);
-        o.msg.headers[o.msg.nheaders].value = flowd_xstrdup(v->valuestring);
-        o.msg.nheaders++;
-    }
-    cJSON_Delete(h);
+    headers_from_json(&o.msg, row->headers, 0);
     publish(u->d, &o);
     engine_message_free_fields(&o.msg);
     u->n++;
