@@ -30,6 +30,7 @@ enum engine_node_type {
     ENGINE_NODE_SEND,    /* message send task: runs its kafka_send actions, goes on */
     ENGINE_NODE_RECEIVE, /* message receive task: waits for a reply on its topics */
     ENGINE_NODE_EXCLUSIVE_GATEWAY,
+    ENGINE_NODE_PARALLEL_GATEWAY, /* forks to every `next`; joins every incoming branch */
 };
 
 struct engine_def;
@@ -61,6 +62,8 @@ enum engine_token_state {
     ENGINE_TOKEN_ACTIVE,
     ENGINE_TOKEN_WAITING_MESSAGE,
     ENGINE_TOKEN_INCIDENT, /* no reply after every re-send and no timeout path: needs a person */
+    ENGINE_TOKEN_WAITING_JOIN, /* at a parallel gateway, waiting for the other branches */
+    ENGINE_TOKEN_JOINED,       /* merged by a join; removed before the step returns */
 };
 
 struct engine_token {

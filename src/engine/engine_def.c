@@ -49,9 +49,13 @@ static const struct {
     const char *name;
     enum engine_node_type type;
 } node_types[] = {
-    {"start", ENGINE_NODE_START},     {"end", ENGINE_NODE_END},
-    {"task", ENGINE_NODE_TASK},       {"send", ENGINE_NODE_SEND},
-    {"receive", ENGINE_NODE_RECEIVE}, {"exclusive_gateway", ENGINE_NODE_EXCLUSIVE_GATEWAY},
+    {"start", ENGINE_NODE_START},
+    {"end", ENGINE_NODE_END},
+    {"task", ENGINE_NODE_TASK},
+    {"send", ENGINE_NODE_SEND},
+    {"receive", ENGINE_NODE_RECEIVE},
+    {"exclusive_gateway", ENGINE_NODE_EXCLUSIVE_GATEWAY},
+    {"parallel_gateway", ENGINE_NODE_PARALLEL_GATEWAY},
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -191,6 +195,10 @@ static void node_release(struct engine_node *n)
     free(n->response_timeout);
     free(n->timeout_next_id);
     free(n->reply_to_id);
+    for (size_t k = 0; k < n->nforks; k++)
+        free(n->fork_ids[k]);
+    free(n->fork_ids);
+    free(n->forks);
     for (size_t i = 0; i < n->nroutes; i++) {
         free(n->routes[i].cond_src);
         engine_expr_free(n->routes[i].cond);
@@ -488,7 +496,7 @@ static int parse_node(struct pctx *c, const cJSON *jn, size_t idx, struct engine
     if (t == sizeof(node_types) / sizeof(node_types[0]))
         return perr(c,
                     "node '%s': unknown type '%.60s' (expected start, end, task, send, receive "
-                    "or exclusive_gateway)",
+                    "exclusive_gateway or parallel_gateway)",
                     id, type);
     n->type = node_types[t].type;
 
@@ -499,6 +507,26 @@ static int parse_node(struct pctx *c, const cJSON *jn, size_t idx, struct engine
         n->reply_to_id = flowd_xstrdup(jrt->valuestring);
     }
     const cJSON *jnext = member(jn, "next");
+    if (n->type == ENGINE_NODE_PARALLEL_GATEWAY && cJSON_IsArray(jnext)) {
+        /* a fork: next is the list of branches */
+        int count = cJSON_GetArraySize(jnext);
+        if (count < 1)
+            return perr(c, "node '%s': \"next\" lists no branch", id);
+        for (int k = 0; k < count; k++) {
+            const cJSON *b = cJSON_GetArrayItem(jnext, k);
+            if (!cJSON_IsString(b) || !*b->valuestring)
+                return perr(c, "node '%s': \"next\"[%d] must be a node id", id, k);
+        }
+        n->next_id = flowd_xstrdup(cJSON_GetArrayItem(jnext, 0)->valuestring);
+        n->nforks = (size_t)count - 1;
+        if (n->nforks) {
+            n->fork_ids = flowd_xcalloc(n->nforks, sizeof(*n->fork_ids));
+            n->forks = flowd_xcalloc(n->nforks, sizeof(*n->forks));
+            for (size_t k = 0; k < n->nforks; k++)
+                n->fork_ids[k] = flowd_xstrdup(cJSON_GetArrayItem(jnext, (int)k + 1)->valuestring);
+        }
+        jnext = NULL;
+    }
     if (jnext && !cJSON_IsNull(jnext) && (!cJSON_IsString(jnext) || !*jnext->valuestring))
         return perr(c, "node '%s': \"next\" must be a node id", id);
     if (cJSON_IsString(jnext))
@@ -560,6 +588,24 @@ static int link_graph(struct pctx *c)
         if (n->timeout_next_id &&
             resolve(c, n, "timeoutNext", n->timeout_next_id, &n->timeout_next))
             return FLOWD_ERR_INVAL;
+        for (size_t k = 0; k < n->nforks; k++) {
+            snprintf(what, sizeof(what), "next[%zu]", k + 1);
+            if (resolve(c, n, what, n->fork_ids[k], &n->forks[k]))
+                return FLOWD_ERR_INVAL;
+        }
+    }
+    /* incoming edges, for the parallel gateways that join them */
+    for (size_t i = 0; i < def->nnodes; i++) {
+        const struct engine_node *n = &def->nodes[i];
+        int outs[3] = {n->next, n->default_next, n->timeout_next};
+        for (size_t k = 0; k < 3; k++)
+            if (outs[k] >= 0)
+                def->nodes[outs[k]].incoming++;
+        for (size_t k = 0; k < n->nroutes; k++)
+            if (n->routes[k].next >= 0)
+                def->nodes[n->routes[k].next].incoming++;
+        for (size_t k = 0; k < n->nforks; k++)
+            def->nodes[n->forks[k]].incoming++;
     }
 
     int start = -1;
@@ -589,8 +635,10 @@ static int link_graph(struct pctx *c)
     while (sp) {
         const struct engine_node *n = &def->nodes[stack[--sp]];
         int outs[3] = {n->next, n->default_next, n->timeout_next};
-        for (size_t k = 0; k < 3 + n->nroutes; k++) {
-            int t = k < 3 ? outs[k] : n->routes[k - 3].next;
+        for (size_t k = 0; k < 3 + n->nroutes + n->nforks; k++) {
+            int t = k < 3                ? outs[k]
+                    : k < 3 + n->nroutes ? n->routes[k - 3].next
+                                         : n->forks[k - 3 - n->nroutes];
             if (t >= 0 && !seen[t]) {
                 seen[t] = 1;
                 stack[sp++] = t;

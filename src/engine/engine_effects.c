@@ -29,6 +29,10 @@ const char *engine_token_state_name(enum engine_token_state state)
         return "WAITING_MESSAGE";
     case ENGINE_TOKEN_INCIDENT:
         return "INCIDENT";
+    case ENGINE_TOKEN_WAITING_JOIN:
+        return "WAITING_JOIN";
+    case ENGINE_TOKEN_JOINED:
+        return "JOINED";
     }
     return "UNKNOWN";
 }

@@ -117,9 +117,13 @@ struct engine_node {
     size_t ntopics;
     char *response_timeout; /* receive: ISO 8601 duration or NULL */
     int64_t timeout_ms;
-    int resend_attempts;         /* receive: re-sends after a timeout before giving up */
-    char *timeout_next_id;       /* receive: where the token goes when every re-send timed out */
-    int timeout_next;            /* index, or -1 (then: incident) */
+    int resend_attempts;   /* receive: re-sends after a timeout before giving up */
+    char *timeout_next_id; /* receive: where the token goes when every re-send timed out */
+    int timeout_next;      /* index, or -1 (then: incident) */
+    int *forks;            /* parallel gateway: next[1..] as indexes (next[0] is `next`) */
+    char **fork_ids;
+    size_t nforks;
+    int incoming;                /* edges into this node (a parallel gateway joins them) */
     struct engine_route *routes; /* exclusive gateway */
     size_t nroutes;
     char *default_id;

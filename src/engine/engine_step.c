@@ -27,12 +27,20 @@
 
 #include "../common/banned.h"
 
+/* A branch a parallel gateway forked, waiting for its turn to walk. */
+struct branch {
+    size_t ti;
+    int node;
+};
+
 struct run {
     const struct engine_def *def;
     struct engine_instance *inst;
     struct engine_effects *fx;
     int64_t now;
     int steps;
+    struct branch *branches;
+    size_t nbranches, branches_cap;
 };
 
 static void hist_add(struct run *r, const char *node_id, const char *state, char *detail)
@@ -301,6 +309,54 @@ static void run_token(struct run *r, size_t ti, int node)
             node = target;
             break;
         }
+        case ENGINE_NODE_PARALLEL_GATEWAY: {
+            struct engine_token *tok = &inst->tokens[ti];
+            if (n->incoming > 1) {
+                /* a join: wait until a token stands here for every incoming edge */
+                size_t arrived = 1;
+                for (size_t i = 0; i < inst->ntokens; i++)
+                    if (i != ti && inst->tokens[i].state == ENGINE_TOKEN_WAITING_JOIN &&
+                        strcmp(inst->tokens[i].node_id, n->id) == 0)
+                        arrived++;
+                if (arrived < (size_t)n->incoming) {
+                    set_token_node(tok, n->id);
+                    tok->state = ENGINE_TOKEN_WAITING_JOIN;
+                    hist_add(r, n->id, "WAITING_JOIN",
+                             flowd_xasprintf("%zu of %d branches arrived", arrived, n->incoming));
+                    return;
+                }
+                for (size_t i = 0; i < inst->ntokens; i++)
+                    if (i != ti && inst->tokens[i].state == ENGINE_TOKEN_WAITING_JOIN &&
+                        strcmp(inst->tokens[i].node_id, n->id) == 0)
+                        inst->tokens[i].state = ENGINE_TOKEN_JOINED;
+                hist_add(r, n->id, "JOINED", flowd_xasprintf("%d branches", n->incoming));
+            }
+            set_token_node(tok, n->id);
+            tok->state = ENGINE_TOKEN_ACTIVE;
+            if (n->nforks) {
+                /* a fork: this token takes next[0], a new token each other branch */
+                inst->tokens = flowd_xrealloc(inst->tokens,
+                                              (inst->ntokens + n->nforks) * sizeof(*inst->tokens));
+                for (size_t k = 0; k < n->nforks; k++) {
+                    struct engine_token *nt = &inst->tokens[inst->ntokens];
+                    memset(nt, 0, sizeof(*nt));
+                    nt->node_id = flowd_xstrdup(n->id);
+                    nt->state = ENGINE_TOKEN_ACTIVE;
+                    if (r->nbranches == r->branches_cap) {
+                        r->branches_cap = r->branches_cap ? r->branches_cap * 2 : 4;
+                        r->branches =
+                            flowd_xrealloc(r->branches, r->branches_cap * sizeof(*r->branches));
+                    }
+                    r->branches[r->nbranches].ti = inst->ntokens;
+                    r->branches[r->nbranches].node = n->forks[n->nforks - 1 - k];
+                    r->nbranches++;
+                    inst->ntokens++;
+                }
+                hist_add(r, n->id, "FORKED", flowd_xasprintf("%zu branches", n->nforks + 1));
+            }
+            node = n->next;
+            break;
+        }
         case ENGINE_NODE_END:
             hist_add(r, n->id, "FINISHED", NULL);
             inst->state = ENGINE_FINISHED;
@@ -310,6 +366,35 @@ static void run_token(struct run *r, size_t ti, int node)
             return;
         }
     }
+}
+
+/* Walks token ti from node, then every branch forked on the way (each may fork more). */
+static void walk(struct run *r, size_t ti, int node)
+{
+    run_token(r, ti, node);
+    while (r->nbranches && r->inst->state == ENGINE_STARTED) {
+        struct branch b = r->branches[--r->nbranches];
+        run_token(r, b.ti, b.node);
+    }
+    r->nbranches = 0;
+}
+
+/* Ends a step: drops the tokens a join merged, frees the walk's scratch. */
+static void finish_run(struct run *r)
+{
+    struct engine_instance *inst = r->inst;
+    size_t keep = 0;
+    for (size_t i = 0; i < inst->ntokens; i++) {
+        if (inst->tokens[i].state == ENGINE_TOKEN_JOINED) {
+            engine_token_release(&inst->tokens[i]);
+            continue;
+        }
+        inst->tokens[keep++] = inst->tokens[i];
+    }
+    inst->ntokens = keep;
+    free(r->branches);
+    r->branches = NULL;
+    r->nbranches = r->branches_cap = 0;
 }
 
 int engine_start(const struct engine_def *def,
@@ -343,9 +428,10 @@ int engine_start(const struct engine_def *def,
     inst->tokens[0].node_id = flowd_xstrdup(start->id);
     inst->tokens[0].state = ENGINE_TOKEN_ACTIVE;
 
-    struct run r = {def, inst, fx, now_ms, 0};
+    struct run r = {.def = def, .inst = inst, .fx = fx, .now = now_ms};
     hist_add(&r, start->id, "STARTED", NULL);
-    run_token(&r, 0, start->next);
+    walk(&r, 0, start->next);
+    finish_run(&r);
     *out = inst;
     return 0;
 }
@@ -484,9 +570,10 @@ int engine_deliver(const struct engine_def *def,
     tok->due_ms = 0;
     tok->attempt = 0;
 
-    struct run r = {def, inst, fx, now_ms, 0};
+    struct run r = {.def = def, .inst = inst, .fx = fx, .now = now_ms};
     hist_add(&r, n->id, "MESSAGE_RECEIVED", ev->topic ? flowd_xstrdup(ev->topic) : NULL);
-    run_token(&r, (size_t)ti, n->next);
+    walk(&r, (size_t)ti, n->next);
+    finish_run(&r);
     inst->updated_ms = now_ms;
     return 0;
 }
@@ -542,7 +629,7 @@ int engine_fire_due(const struct engine_def *def,
         return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
                             "instance %" PRId64 " belongs to %s v%d, not %s v%d", inst->id,
                             inst->def_key, inst->def_version, def->key, def->version);
-    struct run r = {def, inst, fx, now_ms, 0};
+    struct run r = {.def = def, .inst = inst, .fx = fx, .now = now_ms};
     for (size_t i = 0; i < inst->nparked;) {
         struct engine_parked *p = &inst->parked[i];
         if (p->expires_ms > now_ms) {
@@ -584,12 +671,13 @@ int engine_fire_due(const struct engine_def *def,
             drop_outstanding(tok, n->id);
             tok->state = ENGINE_TOKEN_ACTIVE;
             tok->attempt = 0;
-            run_token(&r, ti, n->timeout_next);
+            walk(&r, ti, n->timeout_next);
         } else {
             tok->state = ENGINE_TOKEN_INCIDENT;
             hist_add(&r, n->id, "INCIDENT", detail);
         }
     }
+    finish_run(&r);
     inst->updated_ms = now_ms;
     return 0;
 }
@@ -601,7 +689,7 @@ int engine_retry_incident(const struct engine_def *def,
                           char *errstr,
                           size_t errstr_size)
 {
-    struct run r = {def, inst, fx, now_ms, 0};
+    struct run r = {.def = def, .inst = inst, .fx = fx, .now = now_ms};
     int retried = 0;
     for (size_t ti = 0; inst->state == ENGINE_STARTED && ti < inst->ntokens; ti++) {
         struct engine_token *tok = &inst->tokens[ti];
@@ -633,13 +721,14 @@ void engine_run_from(const struct engine_def *def,
                      int64_t now_ms,
                      struct engine_effects *fx)
 {
-    struct run r = {def, inst, fx, now_ms, 0};
+    struct run r = {.def = def, .inst = inst, .fx = fx, .now = now_ms};
     clear_tokens(inst);
     inst->tokens = flowd_xcalloc(1, sizeof(*inst->tokens));
     inst->ntokens = 1;
     inst->tokens[0].node_id = flowd_xstrdup(def->nodes[node].id);
     inst->tokens[0].state = ENGINE_TOKEN_ACTIVE;
-    run_token(&r, 0, node);
+    walk(&r, 0, node);
+    finish_run(&r);
 }
 
 /* ---- early replies ------------------------------------------------------------------------ */
@@ -689,7 +778,7 @@ int engine_park(const struct engine_def *def,
     p->value = flowd_xstrdup(value);
     p->headers = headers ? flowd_xstrdup(headers) : NULL;
     p->expires_ms = expires_ms;
-    struct run r = {def, inst, fx, now_ms, 0};
+    struct run r = {.def = def, .inst = inst, .fx = fx, .now = now_ms};
     hist_add(&r, for_node, "MESSAGE_PARKED",
              flowd_xasprintf("early reply %s kept until the instance gets here", message_id));
     inst->updated_ms = now_ms;

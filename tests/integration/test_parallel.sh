@@ -1,0 +1,36 @@
+#!/bin/bash
+# test_parallel.sh - a parallel gateway sends two lookups at once to the C connector; each branch
+# waits for its own reply (same reply topic, told apart by destinationId); the join goes on when
+# both are in, and the gateway after it routes on both answers. 50 instances, each exactly once.
+. "${FLOWD_SRC:-$(dirname "$0")/../..}/tests/lib/harness.sh"
+
+h_setup
+h_flowd_start
+h_deploy "$FLOWD_SRC/tests/integration/processes/parallel-lookup.json"
+h_legacy_start
+h_connector_c_start
+ids=()
+expect_both=0
+for i in $(seq 1 50); do
+    # customer ids ending in 0 are unknown to the legacy system
+    owner=$((i + 1)) guarantor=$((i % 2 ? i * 10 : i * 10 + 1))
+    [ $((owner % 10)) != 0 ] && [ $((guarantor % 10)) != 0 ] && expect_both=$((expect_both + 1))
+    ids+=("$(h_start parallel-lookup "{\"owner\": $owner, \"guarantor\": $guarantor}")")
+done
+both=0 missing=0
+for id in "${ids[@]}"; do
+    h_wait_state "$id" FINISHED 60
+    body=$(h_http GET "/v1/instances/$id")
+    hist=$(printf '%s' "$body" | h_json '[h["state"] for h in j["history"]]')
+    for s in FORKED JOINED FINISHED; do
+        n=$(printf '%s' "$hist" | grep -o "\"$s\"" | wc -l)
+        [ "$n" = 1 ] || h_fail "instance $id: $s appears $n times: $hist"
+    done
+    n=$(printf '%s' "$hist" | grep -o '"MESSAGE_RECEIVED"' | wc -l)
+    [ "$n" = 2 ] || h_fail "instance $id: $n replies received, expected 2: $hist"
+    end=$(printf '%s' "$body" | h_json '[h["node"] for h in j["history"] if h["state"] == "FINISHED"][0]')
+    case "$end" in both_found) both=$((both + 1)) ;; missing) missing=$((missing + 1)) ;; esac
+done
+h_assert_eq "$both" "$expect_both" "instances routed to 'both_found'"
+h_assert_eq "$missing" $((50 - expect_both)) "instances routed to 'missing'"
+h_log "ok: 50 parallel instances: both lookups sent at once, joined once, routed on both answers"
