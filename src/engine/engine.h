@@ -31,6 +31,7 @@ enum engine_node_type {
     ENGINE_NODE_RECEIVE, /* message receive task: waits for a reply on its topics */
     ENGINE_NODE_EXCLUSIVE_GATEWAY,
     ENGINE_NODE_PARALLEL_GATEWAY, /* forks to every `next`; joins every incoming branch */
+    ENGINE_NODE_TIMER,            /* intermediate timer event: waits a duration or until a date */
 };
 
 struct engine_def;
@@ -62,8 +63,9 @@ enum engine_token_state {
     ENGINE_TOKEN_ACTIVE,
     ENGINE_TOKEN_WAITING_MESSAGE,
     ENGINE_TOKEN_INCIDENT, /* no reply after every re-send and no timeout path: needs a person */
-    ENGINE_TOKEN_WAITING_JOIN, /* at a parallel gateway, waiting for the other branches */
-    ENGINE_TOKEN_JOINED,       /* merged by a join; removed before the step returns */
+    ENGINE_TOKEN_WAITING_JOIN,  /* at a parallel gateway, waiting for the other branches */
+    ENGINE_TOKEN_JOINED,        /* merged by a join; removed before the step returns */
+    ENGINE_TOKEN_WAITING_TIMER, /* at a timer node until due_ms */
 };
 
 struct engine_token {

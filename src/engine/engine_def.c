@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../common/banned.h"
 
@@ -56,6 +57,7 @@ static const struct {
     {"receive", ENGINE_NODE_RECEIVE},
     {"exclusive_gateway", ENGINE_NODE_EXCLUSIVE_GATEWAY},
     {"parallel_gateway", ENGINE_NODE_PARALLEL_GATEWAY},
+    {"timer", ENGINE_NODE_TIMER},
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -433,6 +435,29 @@ static int parse_receive(struct pctx *c, struct engine_node *n, const cJSON *jn)
     return 0;
 }
 
+/* "duration": ISO 8601 duration, or "date": ISO 8601 UTC date-time (2026-11-23T15:00:00Z). */
+static int parse_timer(struct pctx *c, struct engine_node *n, const cJSON *jn)
+{
+    char why[FLOWD_ERRSTR_SIZE];
+    const char *dur = json_str(jn, "duration"), *date = json_str(jn, "date");
+    if (!dur == !date)
+        return perr(c, "node '%s': a timer needs exactly one of \"duration\" and \"date\"", n->id);
+    if (dur && engine_duration_parse(dur, &n->timer_ms, why, sizeof(why)))
+        return perr(c, "node '%s': duration %s", n->id, why);
+    if (date) {
+        struct tm tm;
+        memset(&tm, 0, sizeof(tm));
+        const char *end = strptime(date, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (!end || (strcmp(end, "Z") != 0 && strcmp(end, "+00:00") != 0))
+            return perr(c,
+                        "node '%s': date '%.60s' is not an ISO 8601 UTC date-time "
+                        "(e.g. 2026-11-23T15:00:00Z)",
+                        n->id, date);
+        n->timer_at = (int64_t)timegm(&tm) * 1000;
+    }
+    return 0;
+}
+
 static int parse_gateway(struct pctx *c, struct engine_node *n, const cJSON *jn)
 {
     char why[FLOWD_ERRSTR_SIZE];
@@ -496,7 +521,7 @@ static int parse_node(struct pctx *c, const cJSON *jn, size_t idx, struct engine
     if (t == sizeof(node_types) / sizeof(node_types[0]))
         return perr(c,
                     "node '%s': unknown type '%.60s' (expected start, end, task, send, receive "
-                    "exclusive_gateway or parallel_gateway)",
+                    "exclusive_gateway, parallel_gateway or timer)",
                     id, type);
     n->type = node_types[t].type;
 
@@ -540,6 +565,8 @@ static int parse_node(struct pctx *c, const cJSON *jn, size_t idx, struct engine
         return parse_actions(c, n, jn);
     case ENGINE_NODE_RECEIVE:
         return parse_receive(c, n, jn);
+    case ENGINE_NODE_TIMER:
+        return parse_timer(c, n, jn);
     case ENGINE_NODE_EXCLUSIVE_GATEWAY:
         return parse_gateway(c, n, jn);
     default:
@@ -666,11 +693,11 @@ static int link_graph(struct pctx *c)
                             n->reply_to_id);
             n->reply_node = rn;
         } else if (n->nactions) {
-            /* the first receive node down the chain of send/task nodes, else the node itself */
+            /* the first receive node down the chain of send/task/timer nodes, else the node */
             int at = n->next;
             for (size_t hops = 0; at >= 0 && hops < def->nnodes; hops++) {
                 enum engine_node_type t = def->nodes[at].type;
-                if (t != ENGINE_NODE_SEND && t != ENGINE_NODE_TASK)
+                if (t != ENGINE_NODE_SEND && t != ENGINE_NODE_TASK && t != ENGINE_NODE_TIMER)
                     break;
                 at = def->nodes[at].next;
             }

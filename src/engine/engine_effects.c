@@ -33,6 +33,8 @@ const char *engine_token_state_name(enum engine_token_state state)
         return "WAITING_JOIN";
     case ENGINE_TOKEN_JOINED:
         return "JOINED";
+    case ENGINE_TOKEN_WAITING_TIMER:
+        return "WAITING_TIMER_EVENT";
     }
     return "UNKNOWN";
 }

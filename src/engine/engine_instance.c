@@ -155,7 +155,7 @@ static int parse_state(const char *s, enum engine_state *out)
 
 static int parse_token_state(const char *s, enum engine_token_state *out)
 {
-    for (int st = ENGINE_TOKEN_ACTIVE; st <= ENGINE_TOKEN_WAITING_JOIN; st++) {
+    for (int st = ENGINE_TOKEN_ACTIVE; st <= ENGINE_TOKEN_WAITING_TIMER; st++) {
         if (strcmp(s, engine_token_state_name((enum engine_token_state)st)) == 0) {
             *out = (enum engine_token_state)st;
             return 0;

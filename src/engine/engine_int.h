@@ -111,7 +111,7 @@ struct engine_node {
     struct engine_action *actions; /* kafka_send actions, sorted by order */
     size_t nactions;
     int reply_node; /* send/task: the node replies are for: replyTo, else the first receive
-                       node down the chain of send/task nodes, else the node itself */
+                       node down the chain of send/task/timer nodes, else the node itself */
     char *reply_to_id;
     struct engine_topic *topics; /* receive */
     size_t ntopics;
@@ -124,6 +124,8 @@ struct engine_node {
     char **fork_ids;
     size_t nforks;
     int incoming;                /* edges into this node (a parallel gateway joins them) */
+    int64_t timer_ms;            /* timer: wait this long (duration), or */
+    int64_t timer_at;            /* timer: until this epoch ms (date-time) */
     struct engine_route *routes; /* exclusive gateway */
     size_t nroutes;
     char *default_id;

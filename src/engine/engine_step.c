@@ -309,6 +309,20 @@ static void run_token(struct run *r, size_t ti, int node)
             node = target;
             break;
         }
+        case ENGINE_NODE_TIMER: {
+            struct engine_token *tok = &inst->tokens[ti];
+            int64_t due = n->timer_at ? n->timer_at : r->now + n->timer_ms;
+            set_token_node(tok, n->id);
+            if (due <= r->now) {
+                hist_add(r, n->id, "TIMER_FIRED", flowd_xstrdup("already due"));
+                node = n->next;
+                break;
+            }
+            tok->state = ENGINE_TOKEN_WAITING_TIMER;
+            tok->due_ms = due;
+            hist_add(r, n->id, "WAITING_TIMER_EVENT", NULL);
+            return;
+        }
         case ENGINE_NODE_PARALLEL_GATEWAY: {
             struct engine_token *tok = &inst->tokens[ti];
             if (n->incoming > 1) {
@@ -587,7 +601,9 @@ int64_t engine_instance_next_due(const struct engine_instance *inst)
         return 0;
     for (size_t i = 0; i < inst->ntokens; i++) {
         int64_t d = inst->tokens[i].due_ms;
-        if (inst->tokens[i].state == ENGINE_TOKEN_WAITING_MESSAGE && d > 0 && (!due || d < due))
+        enum engine_token_state st = inst->tokens[i].state;
+        if ((st == ENGINE_TOKEN_WAITING_MESSAGE || st == ENGINE_TOKEN_WAITING_TIMER) && d > 0 &&
+            (!due || d < due))
             due = d;
     }
     for (size_t i = 0; i < inst->nparked; i++)
@@ -648,6 +664,16 @@ int engine_fire_due(const struct engine_def *def,
     /* tokens may be added or removed by run_token: walk by index and re-check the bound */
     for (size_t ti = 0; ti < inst->ntokens && inst->state == ENGINE_STARTED; ti++) {
         struct engine_token *tok = &inst->tokens[ti];
+        if (tok->state == ENGINE_TOKEN_WAITING_TIMER && tok->due_ms > 0 && tok->due_ms <= now_ms) {
+            int tn = engine_def_find(def, tok->node_id);
+            tok->state = ENGINE_TOKEN_ACTIVE;
+            tok->due_ms = 0;
+            if (tn < 0)
+                continue;
+            hist_add(&r, def->nodes[tn].id, "TIMER_FIRED", NULL);
+            walk(&r, ti, def->nodes[tn].next);
+            continue;
+        }
         if (tok->state != ENGINE_TOKEN_WAITING_MESSAGE || tok->due_ms <= 0 || tok->due_ms > now_ms)
             continue;
         int node = engine_def_find(def, tok->node_id);

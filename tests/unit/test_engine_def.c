@@ -162,8 +162,8 @@ static void node_identity_errors(void **state)
     expect_error(wrap("x", "{\"id\":\"x\",\"type\":\"task\",\"next\":\"end\"},"
                            "{\"id\":\"x\",\"type\":\"task\",\"next\":\"end\"},"),
                  "node 'x'", "duplicate id (nodes #2 and #3)");
-    expect_error(wrap("x", "{\"id\":\"x\",\"type\":\"timer\",\"next\":\"end\"},"), "node 'x'",
-                 "unknown type 'timer'");
+    expect_error(wrap("x", "{\"id\":\"x\",\"type\":\"script\",\"next\":\"end\"},"), "node 'x'",
+                 "unknown type 'script'");
     expect_error(wrap("x", "{\"id\":\"x\",\"next\":\"end\"},"), "node 'x'", "missing \"type\"");
 }
 
