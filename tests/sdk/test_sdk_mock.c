@@ -90,6 +90,11 @@ static int read_topic(const char *topic, rd_kafka_message_t **out, int want, rd_
     rd_kafka_conf_set(c, "group.id", topic, errstr, sizeof(errstr));
     rd_kafka_conf_set(c, "auto.offset.reset", "earliest", errstr, sizeof(errstr));
     rd_kafka_conf_set(c, "topic.metadata.refresh.interval.ms", "500", errstr, sizeof(errstr));
+    /* the mock cluster holds a group join for session.timeout.ms - 1 s: keep it short */
+    rd_kafka_conf_set(c, "session.timeout.ms", "6000", errstr, sizeof(errstr));
+    rd_kafka_conf_set(c, "partition.assignment.strategy", "cooperative-sticky", errstr,
+                      sizeof(errstr));
+    rd_kafka_conf_set(c, "fetch.wait.max.ms", "10", errstr, sizeof(errstr));
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof(errstr));
     assert_non_null(rk);
     rd_kafka_poll_set_consumer(rk);
@@ -98,7 +103,7 @@ static int read_topic(const char *topic, rd_kafka_message_t **out, int want, rd_
     rd_kafka_subscribe(rk, l);
     rd_kafka_topic_partition_list_destroy(l);
     int n = 0;
-    time_t end = time(NULL) + 20;
+    time_t end = time(NULL) + 60; /* generous: a loaded 2-core machine is slow to join groups */
     while (n < want && time(NULL) < end) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (!m)
