@@ -32,6 +32,7 @@ enum engine_node_type {
     ENGINE_NODE_EXCLUSIVE_GATEWAY,
     ENGINE_NODE_PARALLEL_GATEWAY, /* forks to every `next`; joins every incoming branch */
     ENGINE_NODE_TIMER,            /* intermediate timer event: waits a duration or until a date */
+    ENGINE_NODE_ERROR_END,        /* error end event: the instance ends FAILED with a reason */
 };
 
 struct engine_def;

@@ -58,6 +58,7 @@ static const struct {
     {"exclusive_gateway", ENGINE_NODE_EXCLUSIVE_GATEWAY},
     {"parallel_gateway", ENGINE_NODE_PARALLEL_GATEWAY},
     {"timer", ENGINE_NODE_TIMER},
+    {"error_end", ENGINE_NODE_ERROR_END},
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -197,6 +198,7 @@ static void node_release(struct engine_node *n)
     free(n->response_timeout);
     free(n->timeout_next_id);
     free(n->reply_to_id);
+    engine_tpl_free(n->error);
     for (size_t k = 0; k < n->nforks; k++)
         free(n->fork_ids[k]);
     free(n->fork_ids);
@@ -521,7 +523,7 @@ static int parse_node(struct pctx *c, const cJSON *jn, size_t idx, struct engine
     if (t == sizeof(node_types) / sizeof(node_types[0]))
         return perr(c,
                     "node '%s': unknown type '%.60s' (expected start, end, task, send, receive "
-                    "exclusive_gateway, parallel_gateway or timer)",
+                    "exclusive_gateway, parallel_gateway, timer or error_end)",
                     id, type);
     n->type = node_types[t].type;
 
@@ -556,7 +558,8 @@ static int parse_node(struct pctx *c, const cJSON *jn, size_t idx, struct engine
         return perr(c, "node '%s': \"next\" must be a node id", id);
     if (cJSON_IsString(jnext))
         n->next_id = flowd_xstrdup(jnext->valuestring);
-    if (!n->next_id && n->type != ENGINE_NODE_END && n->type != ENGINE_NODE_EXCLUSIVE_GATEWAY)
+    if (!n->next_id && n->type != ENGINE_NODE_END && n->type != ENGINE_NODE_ERROR_END &&
+        n->type != ENGINE_NODE_EXCLUSIVE_GATEWAY)
         return perr(c, "node '%s': %s node has no \"next\"", id, type);
 
     switch (n->type) {
@@ -567,6 +570,18 @@ static int parse_node(struct pctx *c, const cJSON *jn, size_t idx, struct engine
         return parse_receive(c, n, jn);
     case ENGINE_NODE_TIMER:
         return parse_timer(c, n, jn);
+    case ENGINE_NODE_ERROR_END: {
+        const cJSON *je = member(jn, "error");
+        if (!je || cJSON_IsNull(je))
+            return 0;
+        char why[FLOWD_ERRSTR_SIZE];
+        if (!cJSON_IsString(je))
+            return perr(c, "node '%s': \"error\" must be a string (template)", n->id);
+        if (engine_tpl_compile(je->valuestring, ENGINE_TPL_TEXT, c->env, c->def->key, &n->error,
+                               why, sizeof(why)))
+            return perr(c, "node '%s': error: %s", n->id, why);
+        return 0;
+    }
     case ENGINE_NODE_EXCLUSIVE_GATEWAY:
         return parse_gateway(c, n, jn);
     default:
@@ -603,7 +618,7 @@ static int link_graph(struct pctx *c)
         if (n->next_id && n->type != ENGINE_NODE_EXCLUSIVE_GATEWAY &&
             resolve(c, n, "next", n->next_id, &n->next))
             return FLOWD_ERR_INVAL;
-        if (n->type == ENGINE_NODE_END)
+        if (n->type == ENGINE_NODE_END || n->type == ENGINE_NODE_ERROR_END)
             n->next = -1; /* an end node's next is ignored */
         for (size_t r = 0; r < n->nroutes; r++) {
             snprintf(what, sizeof(what), "route %zu next", r + 1);

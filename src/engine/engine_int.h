@@ -126,6 +126,7 @@ struct engine_node {
     int incoming;                /* edges into this node (a parallel gateway joins them) */
     int64_t timer_ms;            /* timer: wait this long (duration), or */
     int64_t timer_at;            /* timer: until this epoch ms (date-time) */
+    struct engine_tpl *error;    /* error_end: the reason (TEXT template), or NULL */
     struct engine_route *routes; /* exclusive gateway */
     size_t nroutes;
     char *default_id;

@@ -371,6 +371,20 @@ static void run_token(struct run *r, size_t ti, int node)
             node = n->next;
             break;
         }
+        case ENGINE_NODE_ERROR_END: {
+            char *reason = NULL;
+            if (n->error) {
+                struct engine_tpl_ctx ctx = {NULL, inst->id, inst->uuid, inst->def_key, inst->data};
+                struct buf b = BUF_INIT;
+                if (engine_tpl_render_buf(n->error, &ctx, &b, why, sizeof(why)) == 0)
+                    reason = buf_detach(&b);
+                else
+                    buf_release(&b);
+            }
+            fail_instance(r, n->id,
+                          reason ? reason : flowd_xasprintf("ended at error end '%s'", n->id));
+            return;
+        }
         case ENGINE_NODE_END:
             hist_add(r, n->id, "FINISHED", NULL);
             inst->state = ENGINE_FINISHED;
