@@ -175,6 +175,7 @@ static void action_release(struct engine_action *a)
 {
     free(a->name);
     engine_tpl_free(a->topic);
+    free(a->set_path);
     engine_tpl_free(a->body);
     for (size_t i = 0; i < a->nheaders; i++) {
         free(a->headers[i].name);
@@ -198,6 +199,12 @@ static void node_release(struct engine_node *n)
     free(n->response_timeout);
     free(n->timeout_next_id);
     free(n->reply_to_id);
+    for (size_t k = 0; k < n->nmap; k++) {
+        free(n->map_to[k]);
+        free(n->map_from[k]);
+    }
+    free(n->map_to);
+    free(n->map_from);
     engine_tpl_free(n->error);
     for (size_t k = 0; k < n->nforks; k++)
         free(n->fork_ids[k]);
@@ -227,6 +234,36 @@ void engine_def_free(struct engine_def *def)
 
 /* ---- nodes --------------------------------------------------------------------------- */
 
+/* set_data: {"name", "type": "set_data", "path": "a.b", "value": <JSON template>}. */
+static int
+parse_set_data(struct pctx *c, struct engine_node *n, const cJSON *ja, struct engine_action *a)
+{
+    char why[FLOWD_ERRSTR_SIZE];
+    const char *path = json_str(ja, "path");
+    if (!path || !*path || !text_valid(path, 200) || path[0] == '.' ||
+        path[strlen(path) - 1] == '.' || strstr(path, ".."))
+        return perr(c, "node '%s': action '%s': \"path\" must be a dotted data path", n->id,
+                    a->name);
+    const cJSON *jv = member(ja, "value");
+    char *src = NULL;
+    if (cJSON_IsString(jv))
+        src = flowd_xstrdup(jv->valuestring);
+    else if (jv)
+        src = json_print(jv);
+    else
+        return perr(c, "node '%s': action '%s': missing \"value\"", n->id, a->name);
+    int rc =
+        engine_tpl_compile(src, ENGINE_TPL_JSON, c->env, c->def->key, &a->body, why, sizeof(why));
+    free(src);
+    if (rc)
+        return perr(c, "node '%s': action '%s': value: %s", n->id, a->name, why);
+    if (engine_tpl_check(a->body, NULL, why, sizeof(why)))
+        return perr(c, "node '%s': action '%s': value: %s (rendered with placeholder values)",
+                    n->id, a->name, why);
+    a->set_path = flowd_xstrdup(path);
+    return 0;
+}
+
 static int parse_action(
     struct pctx *c, struct engine_node *n, const cJSON *ja, size_t idx, struct engine_action *a)
 {
@@ -243,8 +280,12 @@ static int parse_action(
     const char *type = json_str(ja, "type");
     if (!type)
         return perr(c, "node '%s': action '%s': missing \"type\"", n->id, name);
+    if (strcmp(type, "set_data") == 0)
+        return parse_set_data(c, n, ja, a);
     if (strcmp(type, "kafka_send") != 0)
-        return perr(c, "node '%s': action '%s': unknown action type '%s' (supported: kafka_send)",
+        return perr(c,
+                    "node '%s': action '%s': unknown action type '%s' (supported: kafka_send, "
+                    "set_data)",
                     n->id, name, type);
 
     const cJSON *jo = member(ja, "order");
@@ -362,9 +403,38 @@ static int parse_actions(struct pctx *c, struct engine_node *n, const cJSON *jn)
     return 0;
 }
 
+/* "mapping": {"data.path": "reply.path", ...}: reply fields copied into instance data. */
+static int parse_mapping(struct pctx *c, struct engine_node *n, const cJSON *jm)
+{
+    if (!jm || cJSON_IsNull(jm))
+        return 0;
+    if (!cJSON_IsObject(jm))
+        return perr(c, "node '%s': \"mapping\" must be an object of \"data path\": \"reply path\"",
+                    n->id);
+    size_t count = (size_t)cJSON_GetArraySize(jm);
+    n->map_to = flowd_xcalloc(count ? count : 1, sizeof(char *));
+    n->map_from = flowd_xcalloc(count ? count : 1, sizeof(char *));
+    const cJSON *e;
+    cJSON_ArrayForEach(e, jm)
+    {
+        const char *to = e->string;
+        if (!cJSON_IsString(e) || !*e->valuestring || !to || !*to || to[0] == '.' ||
+            strstr(to, "..") || to[strlen(to) - 1] == '.')
+            return perr(c, "node '%s': mapping '%.60s': both sides must be dotted paths", n->id,
+                        to ? to : "");
+        /* "data.x" and "x" both mean the instance's data.x */
+        n->map_to[n->nmap] = flowd_xstrdup(strncmp(to, "data.", 5) == 0 ? to + 5 : to);
+        n->map_from[n->nmap] = flowd_xstrdup(e->valuestring);
+        n->nmap++;
+    }
+    return 0;
+}
+
 static int parse_receive(struct pctx *c, struct engine_node *n, const cJSON *jn)
 {
     char why[FLOWD_ERRSTR_SIZE];
+    if (parse_mapping(c, n, member(jn, "mapping")))
+        return FLOWD_ERR_INVAL;
     const cJSON *jt = member(jn, "dataStreamTopics");
     if (!cJSON_IsArray(jt) || cJSON_GetArraySize(jt) == 0)
         return perr(c, "node '%s': receive node has no \"dataStreamTopics\"", n->id);

@@ -89,6 +89,7 @@ struct engine_action {
     struct engine_tpl *body;  /* JSON */
     struct engine_tpl_header *headers;
     size_t nheaders;
+    char *set_path; /* set_data: the dotted data path `body` is stored under (no topic) */
 };
 
 struct engine_topic {
@@ -114,6 +115,8 @@ struct engine_node {
                        node down the chain of send/task/timer nodes, else the node itself */
     char *reply_to_id;
     struct engine_topic *topics; /* receive */
+    char **map_to, **map_from;   /* receive: reply field map_from[i] is copied to data map_to[i] */
+    size_t nmap;
     size_t ntopics;
     char *response_timeout; /* receive: ISO 8601 duration or NULL */
     int64_t timeout_ms;

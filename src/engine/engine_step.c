@@ -213,6 +213,17 @@ static void drop_outstanding(struct engine_token *tok, const char *node_id)
 static void data_set(cJSON *data, const char *path, cJSON *val);
 static int topic_of(const struct engine_node *n, const char *topic);
 
+/* Copies the fields of a reply that node n's mapping names into the instance data (a field the
+ * reply does not have is left alone). */
+static void map_reply(struct engine_instance *inst, const struct engine_node *n, const cJSON *body)
+{
+    for (size_t k = 0; k < n->nmap && body; k++) {
+        const cJSON *v = json_path(body, n->map_from[k]);
+        if (v)
+            data_set(inst->data, n->map_to[k], cJSON_Duplicate(v, 1));
+    }
+}
+
 /* An early reply parked for receive node n, or -1. */
 static int parked_for(const struct engine_instance *inst, const struct engine_node *n)
 {
@@ -233,11 +244,33 @@ take_parked(struct run *r, struct engine_token *tok, const struct engine_node *n
     inst->parked[pi] = inst->parked[--inst->nparked];
     int t = topic_of(n, p.topic);
     cJSON *body = cJSON_Parse(p.value);
+    map_reply(inst, n, body);
     data_set(inst->data, n->topics[t >= 0 ? t : 0].key_name, body ? body : cJSON_CreateNull());
     drop_outstanding(tok, n->id);
     hist_add(r, n->id, "MESSAGE_RECEIVED",
              flowd_xasprintf("%s (early reply, kept since it arrived)", p.topic ? p.topic : ""));
     engine_parked_free_fields(&p);
+}
+
+/* A set_data action: renders its value and stores it at its path in the instance data. */
+static int set_data(struct run *r,
+                    const struct engine_node *n,
+                    const struct engine_action *a,
+                    char *errstr,
+                    size_t errstr_size)
+{
+    struct engine_instance *inst = r->inst;
+    struct engine_tpl_ctx ctx = {NULL, inst->id, inst->uuid, inst->def_key, inst->data};
+    struct buf b = BUF_INIT;
+    char why[FLOWD_ERRSTR_SIZE];
+    int rc = engine_tpl_render_buf(a->body, &ctx, &b, why, sizeof(why));
+    cJSON *val = rc ? NULL : json_parse(buf_str(&b), b.len, why, sizeof(why));
+    buf_release(&b);
+    if (!val)
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL, "value: %s", why);
+    data_set(inst->data, a->set_path, val);
+    hist_add(r, n->id, "DATA_SET", flowd_xstrdup(a->set_path));
+    return 0;
 }
 
 /* Walks token ti from node `node` (which it enters now) until it waits or the instance ends. */
@@ -265,7 +298,8 @@ static void run_token(struct run *r, size_t ti, int node)
             hist_add(r, n->id, "ENTERED", NULL);
             for (size_t i = 0; i < n->nactions; i++) {
                 const struct engine_action *a = &n->actions[i];
-                if (emit(r, ti, n, a, why, sizeof(why)) == 0)
+                if ((a->set_path ? set_data(r, n, a, why, sizeof(why))
+                                 : emit(r, ti, n, a, why, sizeof(why))) == 0)
                     continue;
                 char *msg = flowd_xasprintf("node '%s': action '%s': %s", n->id, a->name, why);
                 if (!a->optional) {
@@ -592,6 +626,7 @@ int engine_deliver(const struct engine_def *def,
 
     cJSON *copy = ev->body ? cJSON_Duplicate(ev->body, 1) : cJSON_CreateNull();
     flowd_assert(copy != NULL);
+    map_reply(inst, n, copy);
     data_set(inst->data, et->key_name, copy);
     drop_outstanding(tok, n->id);
     tok->state = ENGINE_TOKEN_ACTIVE;
