@@ -199,6 +199,7 @@ static void node_release(struct engine_node *n)
     free(n->response_timeout);
     free(n->timeout_next_id);
     free(n->reply_to_id);
+    free(n->error_next_id);
     for (size_t k = 0; k < n->nmap; k++) {
         free(n->map_to[k]);
         free(n->map_from[k]);
@@ -495,6 +496,12 @@ static int parse_receive(struct pctx *c, struct engine_node *n, const cJSON *jn)
             return perr(c, "node '%s': \"resendAttempts\" must be an integer from 0 to 20", n->id);
         n->resend_attempts = (int)jra->valuedouble;
     }
+    const cJSON *jen = member(jn, "errorNext");
+    if (jen && !cJSON_IsNull(jen)) {
+        if (!cJSON_IsString(jen) || !*jen->valuestring)
+            return perr(c, "node '%s': \"errorNext\" must be a node id", n->id);
+        n->error_next_id = flowd_xstrdup(jen->valuestring);
+    }
     const cJSON *jtn = member(jn, "timeoutNext");
     if (jtn && !cJSON_IsNull(jtn)) {
         if (!cJSON_IsString(jtn) || !*jtn->valuestring)
@@ -567,7 +574,7 @@ static int parse_gateway(struct pctx *c, struct engine_node *n, const cJSON *jn)
 
 static int parse_node(struct pctx *c, const cJSON *jn, size_t idx, struct engine_node *n)
 {
-    n->next = n->default_next = n->reply_node = n->timeout_next = -1;
+    n->next = n->default_next = n->reply_node = n->timeout_next = n->error_next = -1;
     if (!cJSON_IsObject(jn))
         return perr(c, "node #%zu is not an object", idx + 1);
     const char *id = json_str(jn, "id");
@@ -700,6 +707,8 @@ static int link_graph(struct pctx *c)
         if (n->timeout_next_id &&
             resolve(c, n, "timeoutNext", n->timeout_next_id, &n->timeout_next))
             return FLOWD_ERR_INVAL;
+        if (n->error_next_id && resolve(c, n, "errorNext", n->error_next_id, &n->error_next))
+            return FLOWD_ERR_INVAL;
         for (size_t k = 0; k < n->nforks; k++) {
             snprintf(what, sizeof(what), "next[%zu]", k + 1);
             if (resolve(c, n, what, n->fork_ids[k], &n->forks[k]))
@@ -709,8 +718,8 @@ static int link_graph(struct pctx *c)
     /* incoming edges, for the parallel gateways that join them */
     for (size_t i = 0; i < def->nnodes; i++) {
         const struct engine_node *n = &def->nodes[i];
-        int outs[3] = {n->next, n->default_next, n->timeout_next};
-        for (size_t k = 0; k < 3; k++)
+        int outs[4] = {n->next, n->default_next, n->timeout_next, n->error_next};
+        for (size_t k = 0; k < 4; k++)
             if (outs[k] >= 0)
                 def->nodes[outs[k]].incoming++;
         for (size_t k = 0; k < n->nroutes; k++)
@@ -746,11 +755,11 @@ static int link_graph(struct pctx *c)
     seen[start] = 1;
     while (sp) {
         const struct engine_node *n = &def->nodes[stack[--sp]];
-        int outs[3] = {n->next, n->default_next, n->timeout_next};
-        for (size_t k = 0; k < 3 + n->nroutes + n->nforks; k++) {
-            int t = k < 3                ? outs[k]
-                    : k < 3 + n->nroutes ? n->routes[k - 3].next
-                                         : n->forks[k - 3 - n->nroutes];
+        int outs[4] = {n->next, n->default_next, n->timeout_next, n->error_next};
+        for (size_t k = 0; k < 4 + n->nroutes + n->nforks; k++) {
+            int t = k < 4                ? outs[k]
+                    : k < 4 + n->nroutes ? n->routes[k - 4].next
+                                         : n->forks[k - 4 - n->nroutes];
             if (t >= 0 && !seen[t]) {
                 seen[t] = 1;
                 stack[sp++] = t;

@@ -123,6 +123,8 @@ struct engine_node {
     int resend_attempts;   /* receive: re-sends after a timeout before giving up */
     char *timeout_next_id; /* receive: where the token goes when every re-send timed out */
     int timeout_next;      /* index, or -1 (then: incident) */
+    char *error_next_id;   /* receive: where an error reply (body.errorMessage set) goes */
+    int error_next;        /* index, or -1 (error replies go to next like the others) */
     int *forks;            /* parallel gateway: next[1..] as indexes (next[0] is `next`) */
     char **fork_ids;
     size_t nforks;

@@ -224,6 +224,19 @@ static void map_reply(struct engine_instance *inst, const struct engine_node *n,
     }
 }
 
+/* Where a token goes after receive node n took body: the node's errorNext for an error reply
+ * (a body with a non-null errorMessage, the SDK's and FlowX's convention), else next. */
+static int after_reply(struct run *r, const struct engine_node *n, const cJSON *body)
+{
+    const cJSON *em =
+        cJSON_IsObject(body) ? cJSON_GetObjectItemCaseSensitive(body, "errorMessage") : NULL;
+    if (n->error_next < 0 || !em || cJSON_IsNull(em))
+        return n->next;
+    char *msg = cJSON_IsString(em) ? flowd_xstrdup(em->valuestring) : json_print(em);
+    hist_add(r, n->id, "ERROR_REPLY", msg);
+    return n->error_next;
+}
+
 /* An early reply parked for receive node n, or -1. */
 static int parked_for(const struct engine_instance *inst, const struct engine_node *n)
 {
@@ -235,9 +248,9 @@ static int parked_for(const struct engine_instance *inst, const struct engine_no
     return -1;
 }
 
-/* Delivers parked reply pi at receive node n (the token has just got there). */
-static void
-take_parked(struct run *r, struct engine_token *tok, const struct engine_node *n, int pi)
+/* Delivers parked reply pi at receive node n (the token has just got there); returns the node
+ * the token goes to next. */
+static int take_parked(struct run *r, struct engine_token *tok, const struct engine_node *n, int pi)
 {
     struct engine_instance *inst = r->inst;
     struct engine_parked p = inst->parked[pi];
@@ -250,6 +263,7 @@ take_parked(struct run *r, struct engine_token *tok, const struct engine_node *n
     hist_add(r, n->id, "MESSAGE_RECEIVED",
              flowd_xasprintf("%s (early reply, kept since it arrived)", p.topic ? p.topic : ""));
     engine_parked_free_fields(&p);
+    return after_reply(r, n, body); /* body now belongs to the instance data */
 }
 
 /* A set_data action: renders its value and stores it at its path in the instance data. */
@@ -315,8 +329,7 @@ static void run_token(struct run *r, size_t ti, int node)
             int pi = parked_for(inst, n);
             if (pi >= 0) {
                 set_token_node(tok, n->id);
-                take_parked(r, tok, n, pi);
-                node = n->next;
+                node = take_parked(r, tok, n, pi);
                 break;
             }
             set_token_node(tok, n->id);
@@ -635,7 +648,7 @@ int engine_deliver(const struct engine_def *def,
 
     struct run r = {.def = def, .inst = inst, .fx = fx, .now = now_ms};
     hist_add(&r, n->id, "MESSAGE_RECEIVED", ev->topic ? flowd_xstrdup(ev->topic) : NULL);
-    walk(&r, (size_t)ti, n->next);
+    walk(&r, (size_t)ti, after_reply(&r, n, ev->body));
     finish_run(&r);
     inst->updated_ms = now_ms;
     return 0;

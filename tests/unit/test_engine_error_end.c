@@ -87,11 +87,50 @@ static void error_end_with_a_bad_reason_is_refused(void **state)
     assert_non_null(strstr(err, "error"));
 }
 
+/* The receive node's errorNext routes an error reply without a gateway. */
+static const char error_next_json[] =
+    "{\"key\":\"score2\",\"nodes\":["
+    "{\"id\":\"start\",\"type\":\"start\",\"next\":\"ask\"},"
+    "{\"id\":\"ask\",\"type\":\"send\",\"actions\":[{\"name\":\"ask\",\"type\":\"kafka_send\","
+    "\"topic\":\"${prefix}connector.scoring.in${suffix}\"}],\"next\":\"wait\"},"
+    "{\"id\":\"wait\",\"type\":\"receive\",\"errorNext\":\"refused\",\"dataStreamTopics\":"
+    "[{\"topicName\":\"" REPLY "\",\"keyName\":\"score\"}],\"next\":\"ok\"},"
+    "{\"id\":\"refused\",\"type\":\"error_end\",\"error\":\"${data.score.errorMessage}\"},"
+    "{\"id\":\"ok\",\"type\":\"end\"}]}";
+
+static void error_next_routes_an_error_reply_without_a_gateway(void **state)
+{
+    (void)state;
+    char err[FLOWD_ERRSTR_SIZE];
+    struct engine_def *def =
+        engine_def_parse(error_next_json, strlen(error_next_json), &env, err, sizeof(err));
+    if (!def)
+        fail_msg("refused: %s", err);
+    engine_def_set_version(def, 1, "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee");
+    struct engine_effects fx = ENGINE_EFFECTS_INIT;
+    struct engine_instance *inst = run_with(def, "{\"errorMessage\":\"no such client\"}", &fx);
+    assert_int_equal(inst->state, ENGINE_FAILED);
+    assert_string_equal(inst->error, "no such client");
+    int seen = 0;
+    for (size_t i = 0; i < fx.nhist; i++)
+        seen += strcmp(fx.hist[i].state, "ERROR_REPLY") == 0;
+    assert_int_equal(seen, 1);
+    engine_effects_clear(&fx);
+    engine_instance_free(inst);
+    /* a null errorMessage is not an error */
+    inst = run_with(def, "{\"errorMessage\":null,\"score\":1}", &fx);
+    assert_int_equal(inst->state, ENGINE_FINISHED);
+    engine_effects_clear(&fx);
+    engine_instance_free(inst);
+    engine_def_free(def);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(error_reply_ends_the_instance_failed_with_the_reason),
         cmocka_unit_test(error_end_with_a_bad_reason_is_refused),
+        cmocka_unit_test(error_next_routes_an_error_reply_without_a_gateway),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
