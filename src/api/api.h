@@ -35,9 +35,14 @@ struct api_backend {
                   int *created,
                   char *errstr,
                   size_t errstr_size);
-    /* Starts the latest version of key with data (taken; an object). */
-    int (*start)(
-        void *ctx, const char *key, cJSON *data, cJSON **out, char *errstr, size_t errstr_size);
+    /* Starts version `version` of key (0: the latest) with data (taken; an object). */
+    int (*start)(void *ctx,
+                 const char *key,
+                 int version,
+                 cJSON *data,
+                 cJSON **out,
+                 char *errstr,
+                 size_t errstr_size);
     /* Instance view with its history. */
     int (*get_instance)(void *ctx, int64_t id, cJSON **out, char *errstr, size_t errstr_size);
     /* 0 when Kafka and the store are usable; else errstr says which is not. */

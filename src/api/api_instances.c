@@ -39,11 +39,30 @@ static int handle_start(struct api_req *rq)
                        "the start data must be a JSON object: got another JSON type");
         return 400;
     }
+    /* ?version=N pins a version; without it the latest starts */
+    char vbuf[16];
+    int version = 0;
+    int has = api_query(rq, "version", vbuf, sizeof(vbuf));
+    if (has < 0) {
+        cJSON_Delete(data);
+        return 400;
+    }
+    if (has) {
+        char *end;
+        long v = strtol(vbuf, &end, 10);
+        if (!vbuf[0] || *end || v < 1 || v > 1000000) {
+            cJSON_Delete(data);
+            api_send_error(rq->conn, 400, "bad request",
+                           "query parameter 'version' must be a positive integer");
+            return 400;
+        }
+        version = (int)v;
+    }
     if (!data)
         data = cJSON_CreateObject();
     char errstr[FLOWD_ERRSTR_SIZE] = "";
     cJSON *out = NULL;
-    int rc = ctx->be.start(ctx->be.ctx, key, data, &out, errstr, sizeof(errstr));
+    int rc = ctx->be.start(ctx->be.ctx, key, version, data, &out, errstr, sizeof(errstr));
     return api_reply(rq, rc, out, 201, errstr);
 }
 

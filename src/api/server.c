@@ -18,8 +18,8 @@
 
 #include <arpa/inet.h>
 #include <civetweb.h>
-#include <pthread.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -229,13 +229,19 @@ static int be_get_definition(
 
 /* ---- starting and reading instances --------------------------------------------------- */
 
-static int
-be_start(void *ctx, const char *key, cJSON *data, cJSON **out, char *errstr, size_t errstr_size)
+static int be_start(void *ctx,
+                    const char *key,
+                    int version,
+                    cJSON *data,
+                    cJSON **out,
+                    char *errstr,
+                    size_t errstr_size)
 {
     struct daemon *d = ctx;
     struct request req;
     memset(&req, 0, sizeof(req));
     req.type = REQ_START;
+    req.version = version;
     snprintf(req.key, sizeof(req.key), "%s", key);
     req.data = data;
     loop_submit(d, &req);

@@ -63,6 +63,7 @@ struct request {
     struct engine_def *def; /* REQ_DEPLOY: parsed, taken by the loop */
     char *def_json;         /* REQ_DEPLOY: the text to store */
     char key[128];          /* REQ_START */
+    int version;            /* REQ_START: 0 = the latest */
     cJSON *data;            /* REQ_START: taken by the loop */
     /* out */
     int rc;
@@ -214,6 +215,7 @@ int batch_publish(struct batch *b, int64_t instance_id, struct engine_message *m
  * saved with the batch). FLOWD_ERR_NOTFOUND for an unknown key, with errstr. */
 int batch_start(struct batch *b,
                 const char *key,
+                int version,
                 cJSON *data,
                 struct engine_instance **out,
                 char *errstr,

@@ -352,6 +352,7 @@ static void deploy_committed(struct daemon *d, struct request *r)
 
 int batch_start(struct batch *b,
                 const char *key,
+                int version,
                 cJSON *data,
                 struct engine_instance **out,
                 char *errstr,
@@ -359,9 +360,12 @@ int batch_start(struct batch *b,
 {
     struct daemon *d = b->d;
     *out = NULL;
-    const struct engine_def *def = registry_get(&d->reg, key, 0);
+    const struct engine_def *def = registry_get(&d->reg, key, version);
     if (!def) {
         cJSON_Delete(data);
+        if (version)
+            return flowd_seterr(errstr, errstr_size, FLOWD_ERR_NOTFOUND,
+                                "process definition '%s' has no version %d", key, version);
         return flowd_seterr(errstr, errstr_size, FLOWD_ERR_NOTFOUND,
                             "no process definition with key '%s' is deployed", key);
     }
@@ -388,7 +392,7 @@ static void handle_start(struct batch *b, struct request *r)
     struct engine_instance *inst = NULL;
     cJSON *data = r->data;
     r->data = NULL;
-    r->rc = batch_start(b, r->key, data, &inst, r->errstr, sizeof(r->errstr));
+    r->rc = batch_start(b, r->key, r->version, data, &inst, r->errstr, sizeof(r->errstr));
     if (inst)
         r->instance_id = inst->id;
 }

@@ -153,7 +153,7 @@ start_from_kafka(struct daemon *d, struct batch *b, const rd_kafka_message_t *ms
     if (!reason) {
         if (has <= 0)
             cJSON_DeleteItemFromObjectCaseSensitive(body, "processName");
-        rc = batch_start(b, key, body, &inst, detail, sizeof(detail));
+        rc = batch_start(b, key, 0, body, &inst, detail, sizeof(detail));
         body = NULL;
         if (rc == FLOWD_ERR_NOTFOUND) {
             reason = "unknown-process";

@@ -116,6 +116,16 @@ h_req POST /v1/processes/credit-check/start '{"clientId": 2, "amount": 10}'
 h_assert_eq "$(printf '%s' "$H_BODY" | h_json version)" 2 "a new instance runs the latest version"
 h_req GET "/v1/instances/$id_v1"
 h_assert_eq "$(printf '%s' "$H_BODY" | h_json version)" 1 "a running instance keeps its version"
+# a pinned version starts that version; an unknown or malformed one is refused
+h_req POST "/v1/processes/credit-check/start?version=1" '{"clientId": 3, "amount": 10}'
+h_assert_eq "$H_STATUS" 201 "start of pinned version 1"
+h_assert_eq "$(printf '%s' "$H_BODY" | h_json version)" 1 "pinned version 1"
+h_req POST "/v1/processes/credit-check/start?version=7" '{}'
+h_assert_eq "$H_STATUS" 404 "start of a version that does not exist"
+case "$(printf '%s' "$H_BODY" | h_json detail)" in *"has no version 7"*) ;; *) h_fail "404 detail: $H_BODY" ;; esac
+h_req POST "/v1/processes/credit-check/start?version=abc" '{}'
+h_assert_eq "$H_STATUS" 400 "malformed version"
+case "$(printf '%s' "$H_BODY" | h_json detail)" in *version*) ;; *) h_fail "400 detail: $H_BODY" ;; esac
 
 # ---- start bodies ----------------------------------------------------------------------------
 expect_error 400 "object" POST /v1/processes/credit-check/start '[1, 2]'
