@@ -340,20 +340,19 @@ bus_consume(struct bus *bus, rd_kafka_message_t **msgs, size_t max, int timeout_
     return n;
 }
 
-/* Builds the list of (topic, partition, offset) with, per partition, the lowest (first = 1) or
- * the highest + 1 (first = 0) offset of msgs. */
-static rd_kafka_topic_partition_list_t *
-offsets_of(rd_kafka_message_t *const *msgs, size_t n, int first)
+/* Builds the list of (topic, partition, offset) with, per partition, the highest offset of
+ * msgs + 1: the next one to read. */
+static rd_kafka_topic_partition_list_t *offsets_after(rd_kafka_message_t *const *msgs, size_t n)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)(n < 16 ? n : 16));
     for (size_t i = 0; i < n; i++) {
         const char *t = rd_kafka_topic_name(msgs[i]->rkt);
-        int64_t off = first ? msgs[i]->offset : msgs[i]->offset + 1;
+        int64_t off = msgs[i]->offset + 1;
         rd_kafka_topic_partition_t *p =
             rd_kafka_topic_partition_list_find(l, t, msgs[i]->partition);
         if (!p)
             rd_kafka_topic_partition_list_add(l, t, msgs[i]->partition)->offset = off;
-        else if (first ? off < p->offset : off > p->offset)
+        else if (off > p->offset)
             p->offset = off;
     }
     return l;
@@ -363,27 +362,13 @@ void bus_commit(struct bus *bus, rd_kafka_message_t *const *msgs, size_t n)
 {
     if (!n)
         return;
-    rd_kafka_topic_partition_list_t *l = offsets_of(msgs, n, 0);
+    rd_kafka_topic_partition_list_t *l = offsets_after(msgs, n);
     rd_kafka_resp_err_t err = rd_kafka_commit(bus->consumer, l, 1);
     if (err)
         FLOWD_LOG(LOG_WARN, LOG_SUB_KAFKA,
                   "offset commit failed: %s (messages will be re-delivered and dropped as "
                   "duplicates)",
                   rd_kafka_err2str(err));
-    rd_kafka_topic_partition_list_destroy(l);
-}
-
-void bus_rewind(struct bus *bus, rd_kafka_message_t *const *msgs, size_t n)
-{
-    if (!n)
-        return;
-    rd_kafka_topic_partition_list_t *l = offsets_of(msgs, n, 1);
-    rd_kafka_error_t *e = rd_kafka_seek_partitions(bus->consumer, l, 5000);
-    if (e) {
-        FLOWD_LOG(LOG_ERROR, LOG_SUB_KAFKA, "cannot rewind the consumer: %s",
-                  rd_kafka_error_string(e));
-        rd_kafka_error_destroy(e);
-    }
     rd_kafka_topic_partition_list_destroy(l);
 }
 

@@ -58,8 +58,6 @@ size_t
 bus_consume(struct bus *bus, rd_kafka_message_t **msgs, size_t max, int timeout_ms, int linger_ms);
 /* Commits (async) the offsets after the given messages, per partition. */
 void bus_commit(struct bus *bus, rd_kafka_message_t *const *msgs, size_t n);
-/* Seeks back to the first of these messages on every partition: they will be consumed again. */
-void bus_rewind(struct bus *bus, rd_kafka_message_t *const *msgs, size_t n);
 /* Interrupts a bus_consume() waiting in another thread. */
 void bus_wakeup(struct bus *bus);
 

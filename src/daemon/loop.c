@@ -412,8 +412,8 @@ void batch_adopt(struct batch *b, struct engine_instance *inst)
 
 static void publish(struct daemon *d, struct outgoing *o)
 {
-    struct bus_header hs[64];
-    size_t nh = o->msg.nheaders < 64 ? o->msg.nheaders : 64;
+    size_t nh = o->msg.nheaders;
+    struct bus_header *hs = flowd_xcalloc(nh ? nh : 1, sizeof(*hs));
     for (size_t i = 0; i < nh; i++) {
         hs[i].name = o->msg.headers[i].name;
         hs[i].value = o->msg.headers[i].value;
@@ -429,6 +429,7 @@ static void publish(struct daemon *d, struct outgoing *o)
         }
         bus_poll(d->bus, 10);
     }
+    free(hs);
 }
 
 static void batch_release(struct batch *b)

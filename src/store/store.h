@@ -178,7 +178,5 @@ struct store_handle {
 /* Test-only: wraps h's methods with the fault-injecting shim described in store_fault.c
  * (spec as in FLOWD_STORE_FAULTS, e.g. "commit/5/io,history_add@100/crash"). One per process. */
 int store_fault_wrap(struct store_handle *h, const char *spec, char *errstr, size_t errstr_size);
-/* Number of faults injected so far. */
-long store_fault_injected(void);
 
 #endif

@@ -52,7 +52,6 @@ static const struct store_methods *inner;
 static struct fault_rule rules[16];
 static int nrules;
 static long calls[OP_COUNT + 1]; /* per op, and OP_WRITE for all writes */
-static long injected;
 
 /* Returns 0 to go on, a negative error to return, or 1 to crash after the call. */
 static int check(enum fault_op op)
@@ -67,7 +66,6 @@ static int check(enum fault_op op)
         long c = calls[r->op];
         if (r->once ? c != r->n : c % r->n != 0)
             continue;
-        injected++;
         switch (r->action) {
         case ACT_IO:
             return FLOWD_ERR_IO;
@@ -198,9 +196,4 @@ int store_fault_wrap(struct store_handle *h, const char *spec, char *errstr, siz
     h->m = &fault_methods;
     FLOWD_LOG(LOG_WARN, LOG_SUB_STORE, "store fault injection is ON: %s", spec);
     return 0;
-}
-
-long store_fault_injected(void)
-{
-    return injected;
 }
