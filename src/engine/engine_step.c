@@ -612,6 +612,20 @@ static void data_set(cJSON *data, const char *path, cJSON *val)
     free(copy);
 }
 
+/* Is inst an instance of this very definition version? Else errstr says whose it is. */
+static int runs_def(const struct engine_def *def,
+                    const struct engine_instance *inst,
+                    char *errstr,
+                    size_t errstr_size)
+{
+    if (strcmp(inst->def_key, def->key) == 0 && inst->def_version == def->version)
+        return 1;
+    flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                 "instance %" PRId64 " belongs to %s v%d, not %s v%d", inst->id, inst->def_key,
+                 inst->def_version, def->key, def->version);
+    return 0;
+}
+
 int engine_deliver(const struct engine_def *def,
                    struct engine_instance *inst,
                    const struct engine_event *ev,
@@ -624,10 +638,8 @@ int engine_deliver(const struct engine_def *def,
         return flowd_seterr(errstr, errstr_size, FLOWD_ERR_STATE,
                             "instance %" PRId64 " is %s, not STARTED", inst->id,
                             engine_state_name(inst->state));
-    if (strcmp(inst->def_key, def->key) != 0 || inst->def_version != def->version)
-        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
-                            "instance %" PRId64 " belongs to %s v%d, not %s v%d", inst->id,
-                            inst->def_key, inst->def_version, def->key, def->version);
+    if (!runs_def(def, inst, errstr, errstr_size))
+        return FLOWD_ERR_INVAL;
     int ti = pick_token(def, inst, ev, errstr, errstr_size);
     if (ti < 0)
         return FLOWD_ERR_NOWAIT;
@@ -703,10 +715,8 @@ int engine_fire_due(const struct engine_def *def,
 {
     if (inst->state != ENGINE_STARTED)
         return 0;
-    if (strcmp(inst->def_key, def->key) != 0 || inst->def_version != def->version)
-        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
-                            "instance %" PRId64 " belongs to %s v%d, not %s v%d", inst->id,
-                            inst->def_key, inst->def_version, def->key, def->version);
+    if (!runs_def(def, inst, errstr, errstr_size))
+        return FLOWD_ERR_INVAL;
     struct run r = {.def = def, .inst = inst, .fx = fx, .now = now_ms};
     for (size_t i = 0; i < inst->nparked;) {
         struct engine_parked *p = &inst->parked[i];
