@@ -203,8 +203,30 @@ struct batch {
     size_t ntouched, touched_cap;
     struct outgoing *out; /* published after the commit */
     size_t nout, out_cap;
-    size_t requeued; /* outbox rows marked unsent again (re-sends) */
+    size_t requeued;          /* outbox rows marked unsent again (re-sends) */
+    struct batch_call *calls; /* subprocess work queued by batch_apply (calls.c) */
+    size_t ncalls, calls_head, calls_cap, calls_run;
+    int draining;
 };
+
+/* calls.c: subprocess work inside a batch. */
+enum batch_call_kind {
+    BATCH_CALL_START,  /* id = parent; call = what to start */
+    BATCH_CALL_DONE,   /* id = a child that ended: wake its parent */
+    BATCH_CALL_CANCEL, /* id = a child whose parent (`parent`) ended: cancel it */
+};
+struct batch_call {
+    enum batch_call_kind kind;
+    int64_t id;
+    int64_t parent;
+    struct engine_call call;
+};
+/* Queues the subprocess work of fx (moving its calls out) for inst. */
+void calls_queue(struct batch *b, struct engine_instance *inst, struct engine_effects *fx);
+/* Runs the queued work until none is left (it may queue more). 0 or a store error. */
+int calls_drain(struct batch *b);
+/* Frees what is left in the queue (after a failure). */
+void calls_release(struct batch *b);
 
 /* Writes fx's history and messages (to the outbox) and marks inst to be saved; moves the messages
  * out of fx. */
@@ -220,6 +242,16 @@ int batch_start(struct batch *b,
                 struct engine_instance **out,
                 char *errstr,
                 size_t errstr_size);
+/* Starts def (its version set) with data (taken) as a subprocess of parent (call call_id) or, with
+ * parent NULL, as a top-level instance. *out as for batch_start. */
+int batch_start_def(struct batch *b,
+                    const struct engine_def *def,
+                    cJSON *data,
+                    struct engine_instance *parent,
+                    const char *call_id,
+                    struct engine_instance **out,
+                    char *errstr,
+                    size_t errstr_size);
 /* Marks inst (not yet cached: e.g. a FAILED instance being retried) to be cached and saved. */
 void batch_adopt(struct batch *b, struct engine_instance *inst);
 /* Writes msg to the dead-letter topic (through the outbox) with headers reason and reasonDetail. */

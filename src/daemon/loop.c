@@ -216,6 +216,9 @@ int batch_apply(struct batch *b, struct engine_instance *inst, struct engine_eff
     for (size_t i = 0; i < fx->nexpired && !rc; i++)
         rc = dead_letter_expired(b, inst->id, &fx->expired[i]);
     touch(b, inst);
+    calls_queue(b, inst, fx);
+    if (!rc && !b->draining)
+        rc = calls_drain(b);
     return rc;
 }
 
@@ -350,6 +353,41 @@ static void deploy_committed(struct daemon *d, struct request *r)
     r->def = NULL;
 }
 
+int batch_start_def(struct batch *b,
+                    const struct engine_def *def,
+                    cJSON *data,
+                    struct engine_instance *parent,
+                    const char *call_id,
+                    struct engine_instance **out,
+                    char *errstr,
+                    size_t errstr_size)
+{
+    struct daemon *d = b->d;
+    int64_t id = (d->cfg->node_id << INSTANCE_ID_NODE_SHIFT) | d->next_seq++;
+    char uuid[37];
+    clock_uuid4(uuid);
+    struct engine_instance *inst = NULL;
+    struct engine_effects fx = ENGINE_EFFECTS_INIT;
+    *out = NULL;
+    int rc = engine_start(def, id, uuid, data, b->now, &inst, &fx, errstr, errstr_size);
+    if (rc) {
+        engine_effects_clear(&fx);
+        return rc;
+    }
+    if (parent) {
+        inst->parent_id = parent->id;
+        inst->parent_call = flowd_xstrdup(call_id);
+        inst->depth = parent->depth + 1;
+        engine_call_bind(parent, call_id, id);
+    }
+    atomic_fetch_add(&d->n.started, 1);
+    map_put(&d->cache, id, inst);
+    rc = batch_apply(b, inst, &fx);
+    engine_effects_clear(&fx);
+    *out = inst;
+    return rc;
+}
+
 int batch_start(struct batch *b,
                 const char *key,
                 int version,
@@ -358,9 +396,8 @@ int batch_start(struct batch *b,
                 char *errstr,
                 size_t errstr_size)
 {
-    struct daemon *d = b->d;
     *out = NULL;
-    const struct engine_def *def = registry_get(&d->reg, key, version);
+    const struct engine_def *def = registry_get(&b->d->reg, key, version);
     if (!def) {
         cJSON_Delete(data);
         if (version)
@@ -369,22 +406,7 @@ int batch_start(struct batch *b,
         return flowd_seterr(errstr, errstr_size, FLOWD_ERR_NOTFOUND,
                             "no process definition with key '%s' is deployed", key);
     }
-    int64_t id = (d->cfg->node_id << INSTANCE_ID_NODE_SHIFT) | d->next_seq++;
-    char uuid[37];
-    clock_uuid4(uuid);
-    struct engine_instance *inst = NULL;
-    struct engine_effects fx = ENGINE_EFFECTS_INIT;
-    int rc = engine_start(def, id, uuid, data, b->now, &inst, &fx, errstr, errstr_size);
-    if (rc) {
-        engine_effects_clear(&fx);
-        return rc;
-    }
-    atomic_fetch_add(&d->n.started, 1);
-    map_put(&d->cache, id, inst);
-    rc = batch_apply(b, inst, &fx);
-    engine_effects_clear(&fx);
-    *out = inst;
-    return rc;
+    return batch_start_def(b, def, data, NULL, NULL, out, errstr, errstr_size);
 }
 
 static void handle_start(struct batch *b, struct request *r)
@@ -434,6 +456,7 @@ static void publish(struct daemon *d, struct outgoing *o)
 
 static void batch_release(struct batch *b)
 {
+    calls_release(b);
     for (size_t i = 0; i < b->nout; i++)
         engine_message_free_fields(&b->out[i].msg);
     free(b->out);
