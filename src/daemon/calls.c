@@ -86,7 +86,7 @@ static int wake(struct batch *b,
                 const char *why)
 {
     struct daemon *d = b->d;
-    const struct engine_def *def = registry_get(&d->reg, parent->def_key, parent->def_version);
+    const struct engine_def *def = defs_lookup(d, parent->def_key, parent->def_version);
     if (!def)
         return 0;
     struct engine_effects fx = ENGINE_EFFECTS_INIT;
@@ -119,7 +119,7 @@ static int start_child(struct batch *b, struct batch_call *c)
                   (long long)parent->id, c->call.node_id);
         return 0;
     }
-    const struct engine_def *def = registry_get(&d->reg, c->call.def_key, c->call.version);
+    const struct engine_def *def = defs_lookup(d, c->call.def_key, c->call.version);
     char why[FLOWD_ERRSTR_SIZE] = "";
     if (!def && c->call.version)
         snprintf(why, sizeof(why), "process definition '%s' has no version %d", c->call.def_key,
@@ -128,8 +128,7 @@ static int start_child(struct batch *b, struct batch_call *c)
         snprintf(why, sizeof(why), "no process definition with key '%s' is deployed",
                  c->call.def_key);
     else if (parent->depth + 1 > ENGINE_MAX_CALL_DEPTH)
-        snprintf(why, sizeof(why), "subprocesses nested more than %d deep",
-                 ENGINE_MAX_CALL_DEPTH);
+        snprintf(why, sizeof(why), "subprocesses nested more than %d deep", ENGINE_MAX_CALL_DEPTH);
     else if (b->calls_run > CALLS_MAX_PER_BATCH)
         snprintf(why, sizeof(why),
                  "loop guard: more than %d subprocess calls in one step without waiting",

@@ -128,7 +128,14 @@ struct daemon {
     pthread_mutex_t read_lock;
     struct bus *bus;
     struct registry reg;
-    regex_t sub_re;           /* cfg->subscription_regex, compiled */
+    regex_t sub_re; /* cfg->subscription_regex, compiled */
+    /* A shared store (PostgreSQL) may have other flowd nodes writing to it. Then the cache only
+     * holds the instances the current batch locked (emptied after each batch), due instances are
+     * claimed from the store, and the heap only says when to look. */
+    int shared;
+    int64_t poll_at_us;       /* shared: next look for due instances of other nodes */
+    int64_t adopt_at_us;      /* shared: next look for outbox rows of nodes that are gone */
+    int64_t defs_read_us;     /* shared: when the definitions were last read from the store */
     struct map cache;         /* instance id -> struct engine_instance* (STARTED only) */
     struct timer_heap timers; /* due times of cached instances */
     int64_t *reload;          /* instances a failed transaction evicted, to read back */
@@ -174,8 +181,22 @@ struct batch;
 /* Inside a batch: fires what fell due for instance id (re-sends, timeout path, incident). */
 int timers_fire(struct daemon *d, struct batch *b, int64_t id);
 
+/* cluster.c: a shared store (d->shared); each is a no-op without one. */
+/* Locks and caches the instances msgs are for, in id order. 0 or a store error. */
+int cluster_prelock(struct batch *b, rd_kafka_message_t **msgs, size_t n);
+/* Claims the instances that are due (SKIP LOCKED) and fires them. 0 or a store error. */
+int cluster_claim_due(struct batch *b);
+/* Drops the batch's instances from the cache (after its commit or rollback). */
+void cluster_forget(struct daemon *d);
+/* Housekeeping between batches: adopts the outbox rows of nodes that are gone; returns 1 when
+ * some instance in the store is due (time for cluster_claim_due). */
+int cluster_tick(struct daemon *d);
+
 /* recover.c */
 int recover_load(struct daemon *d, char *errstr, size_t errstr_size);
+/* The definition key/version (0 = latest) from the registry; with a shared store, on a miss the
+ * definitions deployed through other nodes are read from the store first. NULL if unknown. */
+const struct engine_def *defs_lookup(struct daemon *d, const char *key, int version);
 
 /* backend.c: the api_backend the HTTP server calls. */
 struct api_backend;

@@ -47,13 +47,13 @@ static struct engine_def *parse(const char *json)
     return def;
 }
 
-static struct engine_instance *start(const struct engine_def *def, const char *data,
-                                     struct engine_effects *fx)
+static struct engine_instance *
+start(const struct engine_def *def, const char *data, struct engine_effects *fx)
 {
     char err[FLOWD_ERRSTR_SIZE];
     struct engine_instance *inst = NULL;
-    assert_int_equal(
-        engine_start(def, 7, UUID, cJSON_Parse(data), T0, &inst, fx, err, sizeof(err)), 0);
+    assert_int_equal(engine_start(def, 7, UUID, cJSON_Parse(data), T0, &inst, fx, err, sizeof(err)),
+                     0);
     return inst;
 }
 
@@ -106,11 +106,10 @@ static void call_effect_carries_the_mapped_input_and_the_parent_waits(void **sta
     free(blob);
     engine_instance_free(back);
     cJSON *v = engine_instance_view(p);
-    assert_int_equal(
-        (int)cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(v, "tokens"), 0),
-                                 "subprocessId")
-            ->valuedouble,
-        99);
+    assert_int_equal((int)cJSON_GetObjectItem(
+                         cJSON_GetArrayItem(cJSON_GetObjectItem(v, "tokens"), 0), "subprocessId")
+                         ->valuedouble,
+                     99);
     cJSON_Delete(v);
 
     /* a child's parent fields survive the store form too */
@@ -195,8 +194,9 @@ static void failed_child_takes_error_next_or_fails_the_parent(void **state)
     free(in);
     call = strdup(fx.calls[0].call_id);
     engine_effects_clear(&fx);
-    assert_int_equal(engine_call_done(strict, p, call, NULL, "no process definition with key "
-                                                              "'child' is deployed",
+    assert_int_equal(engine_call_done(strict, p, call, NULL,
+                                      "no process definition with key "
+                                      "'child' is deployed",
                                       T0 + 1, &fx, err, sizeof(err)),
                      0);
     assert_int_equal(p->state, ENGINE_FAILED);
