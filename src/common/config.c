@@ -212,8 +212,9 @@ static const struct flowd_prop props[] = {
           "0",
           0,
           1023,
-          "Id of this node, unique among the flowd nodes sharing a store; part of generated "
-          "ids."),
+          "Id of this node, unique among the flowd nodes sharing a PostgreSQL store (a second "
+          "process with an id in use is refused at start); the high bits of the instance ids "
+          "it creates. See docs/deployment.md, Several nodes."),
     P_INT("engine.batch.max-messages",
           batch_max,
           "500",
