@@ -221,6 +221,15 @@ static const struct flowd_prop props[] = {
           1,
           100000,
           "Most messages applied in one store transaction (group commit)."),
+    P_INT("engine.cache.max-instances",
+          cache_max,
+          "20000",
+          0,
+          10000000,
+          "Most STARTED instances kept in memory between transactions on a store with one writer "
+          "(SQLite); beyond it, instances are evicted in turn and read back from the store when "
+          "a reply or a timer needs them. A shared PostgreSQL store keeps none (other nodes "
+          "write too)."),
     P_INT("engine.batch.max-wait-ms",
           batch_wait_ms,
           "2",

@@ -107,6 +107,7 @@ static const char *const pg_migrations[] = {
      * that wrote them (or adopted them). */
     "ALTER TABLE instances ADD COLUMN due_ms BIGINT NOT NULL DEFAULT 0;"
     "CREATE INDEX instances_due ON instances (due_ms) WHERE state = 'STARTED' AND due_ms > 0;"
+    "UPDATE instances SET due_ms = 1 WHERE state = 'STARTED';" /* looked at once, see SQLite */
     "ALTER TABLE outbox ADD COLUMN node_id INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX outbox_unsent_node ON outbox (node_id, id) WHERE sent_ms IS NULL;",
 };
