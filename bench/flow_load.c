@@ -77,11 +77,11 @@ static void start_one(const char *process, long seq)
                      "{\"t0\": %lld, \"request\": {\"seq\": %ld, \"text\": \"hello\"}}",
                      (long long)wall_ms(), seq);
     rd_kafka_resp_err_t err;
-    while ((err = rd_kafka_producev(prod, RD_KAFKA_V_RKT(start_rkt),
-                                    RD_KAFKA_V_VALUE(body, (size_t)n),
-                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                    RD_KAFKA_V_HEADER("Fx-ProcessName", process, -1),
-                                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+    while (
+        (err = rd_kafka_producev(prod, RD_KAFKA_V_RKT(start_rkt), RD_KAFKA_V_VALUE(body, (size_t)n),
+                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                 RD_KAFKA_V_HEADER("Fx-ProcessName", process, -1),
+                                 RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
         rd_kafka_poll(prod, 10);
     if (err) {
         fprintf(stderr, "flow_load: produce: %s\n", rd_kafka_err2str(err));

@@ -38,7 +38,7 @@ struct bus {
     void *ctx;
     int in_flight;
     atomic_int ready;
-    int64_t probe_at_us; /* not ready: when to ask the brokers again */
+    int64_t probe_at_us;      /* not ready: when to ask the brokers again */
     struct bus_topic *topics; /* producer topic handles, loop thread only */
     size_t ntopics, topics_cap;
 };
