@@ -45,6 +45,7 @@ enum stmt_id {
     S_DEF_SCAN,
     S_INST_MAX_ID,
     S_INST_PUT,
+    S_INST_UPDATE,
     S_INST_GET,
     S_INST_BY_UUID,
     S_INST_SCAN_ACTIVE,
@@ -90,6 +91,13 @@ static const char *const stmt_sql[S_COUNT] = {
                    " state = excluded.state, blob = excluded.blob,"
                    " started_ms = excluded.started_ms, updated_ms = excluded.updated_ms,"
                    " due_ms = excluded.due_ms",
+    /* The common put: an instance that exists moves on. Only the columns that change are set,
+     * so that SQLite leaves the uuid, def_key and started_ms indexes alone (an UPDATE rewrites
+     * the entries of every index on a column it sets, changed or not); the WHERE makes it a
+     * no-op (changes() = 0) when any other column differs, and then S_INST_PUT runs. */
+    [S_INST_UPDATE] = "UPDATE instances SET state = ?5, blob = ?6, updated_ms = ?8, due_ms = ?9"
+                      " WHERE id = ?1 AND uuid = ?2 AND def_key = ?3 AND def_version = ?4"
+                      " AND started_ms = ?7",
     [S_INST_GET] = "SELECT blob FROM instances WHERE id = ?1",
     [S_INST_BY_UUID] = "SELECT id FROM instances WHERE uuid = ?1",
     [S_INST_SCAN_ACTIVE] = "SELECT id, uuid, def_key, def_version, state, blob, started_ms,"
@@ -443,17 +451,23 @@ static int sq_instance_put(struct store *st, const struct store_instance_row *r)
 {
     if (!r || !r->uuid || !r->def_key || !r->state || !r->blob)
         return fail_inval(st, "instance_put", "uuid, def_key, state and blob are required");
-    sqlite3_stmt *s = st->stmt[S_INST_PUT];
-    bind_int64(st, s, 1, r->id);
-    bind_text(st, s, 2, r->uuid);
-    bind_text(st, s, 3, r->def_key);
-    bind_int64(st, s, 4, r->def_version);
-    bind_text(st, s, 5, r->state);
-    bind_text(st, s, 6, r->blob);
-    bind_int64(st, s, 7, r->started_ms);
-    bind_int64(st, s, 8, r->updated_ms);
-    bind_int64(st, s, 9, r->due_ms);
-    return exec_stmt(st, S_INST_PUT, "instance_put");
+    static const enum stmt_id ids[2] = {S_INST_UPDATE, S_INST_PUT};
+    for (int i = 0; i < 2; i++) {
+        sqlite3_stmt *s = st->stmt[ids[i]];
+        bind_int64(st, s, 1, r->id);
+        bind_text(st, s, 2, r->uuid);
+        bind_text(st, s, 3, r->def_key);
+        bind_int64(st, s, 4, r->def_version);
+        bind_text(st, s, 5, r->state);
+        bind_text(st, s, 6, r->blob);
+        bind_int64(st, s, 7, r->started_ms);
+        bind_int64(st, s, 8, r->updated_ms);
+        bind_int64(st, s, 9, r->due_ms);
+        int err = exec_stmt(st, ids[i], "instance_put");
+        if (err || sqlite3_changes(st->db) > 0)
+            return err;
+    }
+    return 0;
 }
 
 static int sq_instance_get(struct store *st, int64_t id, char **blob)
