@@ -492,6 +492,7 @@ static int save_touched(struct daemon *d, struct batch *b)
     for (size_t i = 0; i < b->ntouched; i++) {
         struct engine_instance *inst = b->touched[i];
         char *blob = engine_instance_to_json(inst);
+        char *waiting = engine_instance_waiting(inst);
         struct store_instance_row row = {
             .id = inst->id,
             .uuid = inst->uuid,
@@ -502,9 +503,11 @@ static int save_touched(struct daemon *d, struct batch *b)
             .started_ms = inst->started_ms,
             .updated_ms = inst->updated_ms,
             .due_ms = engine_instance_next_due(inst),
+            .waiting = waiting,
         };
         int rc = d->store.m->x_instance_put(d->store.st, &row);
         free(blob);
+        free(waiting);
         if (rc)
             return rc;
     }

@@ -66,7 +66,9 @@ const char *const store_sqlite_migrations[] = {
     "CREATE INDEX instances_due ON instances (due_ms) WHERE state = 'STARTED' AND due_ms > 0;"
     /* waiting instances of an older flowd: due at once, so flowd looks at each once and
      * stores its real due time */
-    "UPDATE instances SET due_ms = 1 WHERE state = 'STARTED';",
+    "UPDATE instances SET due_ms = 1 WHERE state = 'STARTED';"
+    /* where waiting instances wait, for /metrics without reading every blob */
+    "ALTER TABLE instances ADD COLUMN waiting TEXT;",
 };
 
 const int store_sqlite_schema_version =
