@@ -56,7 +56,7 @@ bench:
 
 # The threaded integration tests under ThreadSanitizer (flowd: loop thread, HTTP workers,
 # librdkafka threads). Fails on any report not in tests/tsan.supp.
-TSAN_TESTS ?= test_happy_path|test_thousand_instances|test_api_endpoints|test_receive_timeouts|test_early_replies|test_restart
+TSAN_TESTS ?= test_happy_path|test_thousand_instances|test_api_endpoints|test_receive_timeouts|test_early_replies|test_restart|test_subprocess
 tsan: deps
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DFLOWD_SANITIZE=thread >/dev/null
 	@cmake --build build-tsan -j $(JOBS) --target flowd quickstart-connector flowctl
