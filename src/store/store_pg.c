@@ -121,14 +121,11 @@ enum stmt_id {
     S_DEF_PUT,
     S_DEF_SCAN,
     S_INST_MAX_ID,
-    S_INST_PUT,
     S_INST_GET,
     S_INST_BY_UUID,
     S_INST_SCAN_ACTIVE,
     S_INST_COUNT,
-    S_HIST_ADD,
     S_HIST_SCAN,
-    S_OUT_ADD,
     S_OUT_SCAN_UNSENT,
     S_OUT_MARK_SENT,
     S_OUT_REQUEUE,
@@ -146,6 +143,7 @@ enum stmt_id {
     S_INST_NEXT_DUE,
     S_OUT_ADOPT,
     S_INST_COUNT_WAITING,
+    S_OUT_IDS,
     S_COUNT
 };
 
@@ -167,30 +165,14 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_DEF_SCAN] = "SELECT key, version, uuid, json, created_ms FROM definitions ORDER BY seq",
     [S_INST_MAX_ID] = "SELECT coalesce(max(id), 0)::bigint FROM instances"
                       " WHERE id >= $1::bigint AND id < $2::bigint",
-    /* An upsert on id: a uuid already used by another id fails (23505), never replaces it. */
-    [S_INST_PUT] = "INSERT INTO instances"
-                   " (id, uuid, def_key, def_version, state, blob, started_ms, updated_ms, due_ms,"
-                   " waiting) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                   " ON CONFLICT (id) DO UPDATE SET uuid = excluded.uuid,"
-                   " def_key = excluded.def_key, def_version = excluded.def_version,"
-                   " state = excluded.state, blob = excluded.blob,"
-                   " started_ms = excluded.started_ms, updated_ms = excluded.updated_ms,"
-                   " due_ms = excluded.due_ms, waiting = excluded.waiting",
     [S_INST_GET] = "SELECT blob FROM instances WHERE id = $1::bigint",
     [S_INST_BY_UUID] = "SELECT id FROM instances WHERE uuid = $1::text",
     [S_INST_SCAN_ACTIVE] = "SELECT id, uuid, def_key, def_version, state, blob, started_ms,"
                            " updated_ms FROM instances WHERE state = 'STARTED' AND id > $1::bigint"
                            " ORDER BY id LIMIT $2::bigint",
     [S_INST_COUNT] = "SELECT state, count(*) FROM instances GROUP BY state ORDER BY state",
-    /* A duplicate (instance_id, seq) inserts nothing: reported as FLOWD_ERR_EXISTS without
-     * aborting the caller's transaction. */
-    [S_HIST_ADD] = "INSERT INTO history (instance_id, seq, node_id, state, at_ms, detail)"
-                   " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (instance_id, seq) DO NOTHING",
     [S_HIST_SCAN] = "SELECT seq, node_id, state, at_ms, detail FROM history"
                     " WHERE instance_id = $1::bigint ORDER BY seq",
-    [S_OUT_ADD] = "INSERT INTO outbox"
-                  " (instance_id, message_id, topic, key, value, headers, created_ms, node_id)"
-                  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     [S_OUT_SCAN_UNSENT] = "SELECT " OUTBOX_COLS " FROM outbox WHERE sent_ms IS NULL"
                           " AND node_id = $2::integer ORDER BY id LIMIT $1::bigint",
     [S_OUT_MARK_SENT] = "UPDATE outbox SET sent_ms = $2::bigint WHERE id = ANY ($1::bigint[])",
@@ -240,7 +222,29 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_INST_COUNT_WAITING] =
         "SELECT def_key, waiting, count(*) FROM instances WHERE state = 'STARTED'"
         " AND waiting IS NOT NULL GROUP BY def_key, waiting",
+    /* outbox ids are taken ahead, so that outbox rows can be sent in one statement at commit */
+    [S_OUT_IDS] = "SELECT nextval(pg_get_serial_sequence('outbox', 'id'))"
+                  " FROM generate_series(1, $1::integer)",
 };
+
+/* Instances, history and outbox rows are written with multi-row statements (store_pg_rows.c):
+ * an instance is an upsert on id (a uuid already used by another id fails with 23505, never
+ * replaces it); a duplicate (instance_id, seq) inserts nothing and is reported as
+ * FLOWD_ERR_EXISTS without aborting the transaction. */
+#define INST_COLS                                                                     \
+    "INSERT INTO instances (id, uuid, def_key, def_version, state, blob, started_ms," \
+    " updated_ms, due_ms, waiting) VALUES "
+#define INST_CONFLICT                                                                    \
+    " ON CONFLICT (id) DO UPDATE SET uuid = excluded.uuid, def_key = excluded.def_key,"  \
+    " def_version = excluded.def_version, state = excluded.state, blob = excluded.blob," \
+    " started_ms = excluded.started_ms, updated_ms = excluded.updated_ms,"               \
+    " due_ms = excluded.due_ms, waiting = excluded.waiting"
+#define HIST_COLS     "INSERT INTO history (instance_id, seq, node_id, state, at_ms, detail) VALUES "
+#define HIST_CONFLICT " ON CONFLICT (instance_id, seq) DO NOTHING"
+#define OUT_COLS                                                                               \
+    "INSERT INTO outbox (id, instance_id, message_id, topic, key, value, headers, created_ms," \
+    " node_id) VALUES "
+#define OUT_ID_BLOCK 256
 
 struct store {
     PGconn *conn;
@@ -250,6 +254,11 @@ struct store {
     int busy[S_COUNT]; /* scans in progress (re-entry check) */
     int node_id;       /* stamped on the outbox rows written */
     int claim_node;    /* holds the node lock (again after a reconnect) */
+    /* Writes of the open transaction not sent yet: they go as one statement per table before
+     * any other statement that may read them, and at commit (flush). */
+    struct pg_rows inst, hist, out;
+    int64_t ids[OUT_ID_BLOCK]; /* outbox ids taken ahead */
+    size_t nids, ids_at;
 };
 
 /* Parameters of one call. Text values must live for the call only. */
@@ -486,6 +495,15 @@ static int conn_check(struct store *st, const char *what)
     return 0;
 }
 
+static int flush(struct store *st);
+
+/* Statements that cannot see the buffered writes (other tables): no flush before them. */
+static int reads_nothing_buffered(enum stmt_id id)
+{
+    return id == S_IN_ADD || id == S_IN_PURGE || id == S_IN_FORGET || id == S_DEF_PUT ||
+           id == S_DEF_SCAN || id == S_OUT_IDS;
+}
+
 /* Runs prepared statement id. On success *out (if not NULL) gets the result, to PQclear. */
 static int
 run(struct store *st, enum stmt_id id, const struct params *p, const char *what, PGresult **out)
@@ -494,6 +512,8 @@ run(struct store *st, enum stmt_id id, const struct params *p, const char *what,
         *out = NULL;
     int err = conn_check(st, what);
     if (err)
+        return err;
+    if (!reads_nothing_buffered(id) && (err = flush(st)))
         return err;
     char name[16];
     snprintf(name, sizeof(name), "flowd_%d", (int)id);
@@ -539,6 +559,51 @@ static int scan_enter(struct store *st, enum stmt_id id, const char *what)
     return FLOWD_ERR_STATE;
 }
 
+/* ---- buffered writes ------------------------------------------------------------------ */
+
+/* Sends r's rows. expect_all: a row that inserted nothing (ON CONFLICT DO NOTHING) is a
+ * duplicate: FLOWD_ERR_EXISTS. The buffer is emptied either way (on an error the transaction
+ * is rolled back by the caller). */
+static int flush_rows(struct store *st, struct pg_rows *r, const char *what, int expect_all)
+{
+    int err = 0;
+    for (size_t first = 0; !err && first < r->rows;) {
+        if ((err = conn_check(st, what)))
+            break;
+        size_t n = 0;
+        PGresult *res = pg_rows_exec(st->conn, r, first, &n);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            err = fail(st, res, what);
+            break;
+        }
+        int64_t done = changed(res);
+        PQclear(res);
+        if (expect_all && done != (int64_t)n) {
+            FLOWD_LOG(LOG_ERROR, LOG_SUB_STORE,
+                      "%s: %s: %lld of %zu rows were already there (a transition applied twice)",
+                      st->label, what, (long long)((int64_t)n - done), n);
+            err = FLOWD_ERR_EXISTS;
+        }
+        first += n;
+    }
+    pg_rows_clear(r);
+    return err;
+}
+
+static int flush(struct store *st)
+{
+    int err = flush_rows(st, &st->inst, "instance_put", 0);
+    int e2 = flush_rows(st, &st->hist, "history_add", 1);
+    int e3 = flush_rows(st, &st->out, "outbox_add", 0);
+    return err ? err : e2 ? e2 : e3;
+}
+
+/* Outside a transaction a write goes at once (its error is the call's). */
+static int written(struct store *st)
+{
+    return st->tx_open ? 0 : flush(st);
+}
+
 /* ---- transactions --------------------------------------------------------------------- */
 
 static int pg_begin(struct store *st)
@@ -572,7 +637,10 @@ static int pg_commit(struct store *st)
         st->tx_open = 0;
         return FLOWD_ERR_STATE;
     }
-    int err = simple(st, "COMMIT", "commit transaction");
+    int err = flush(st);
+    if (err) /* nothing is committed: the caller rolls back */
+        return err;
+    err = simple(st, "COMMIT", "commit transaction");
     if (!err || PQstatus(st->conn) == CONNECTION_OK)
         st->tx_open = PQtransactionStatus(st->conn) != PQTRANS_IDLE;
     return err;
@@ -581,6 +649,9 @@ static int pg_commit(struct store *st)
 static int pg_rollback(struct store *st)
 {
     st->tx_open = 0;
+    pg_rows_clear(&st->inst);
+    pg_rows_clear(&st->hist);
+    pg_rows_clear(&st->out);
     if (PQstatus(st->conn) != CONNECTION_OK)
         return 0; /* the server rolled back when the connection went; the next call reconnects */
     if (PQtransactionStatus(st->conn) == PQTRANS_IDLE)
@@ -666,6 +737,15 @@ static int pg_instance_put(struct store *st, const struct store_instance_row *r)
 {
     if (!r || !r->uuid || !r->def_key || !r->state || !r->blob)
         return fail_inval(st, "instance_put", "uuid, def_key, state and blob are required");
+    /* one statement cannot upsert the same row twice: an instance already waiting goes first */
+    for (size_t i = 0; i < st->inst.rows; i++) {
+        if (strtoll(st->inst.v[i * (size_t)st->inst.ncols], NULL, 10) == r->id) {
+            int err = flush(st);
+            if (err)
+                return err;
+            break;
+        }
+    }
     struct params p = {0};
     p_i64(&p, r->id);
     p_text(&p, r->uuid);
@@ -677,7 +757,8 @@ static int pg_instance_put(struct store *st, const struct store_instance_row *r)
     p_i64(&p, r->updated_ms);
     p_i64(&p, r->due_ms);
     p_text(&p, r->waiting);
-    return run(st, S_INST_PUT, &p, "instance_put", NULL);
+    pg_rows_add(&st->inst, p.v, NULL, NULL);
+    return written(st);
 }
 
 static int pg_instance_get(struct store *st, int64_t id, char **blob)
@@ -789,18 +870,8 @@ static int pg_history_add(struct store *st, int64_t instance_id, const struct en
     p_text(&p, h->state);
     p_i64(&p, h->at_ms);
     p_text(&p, h->detail);
-    PGresult *res;
-    int err = run(st, S_HIST_ADD, &p, "history_add", &res);
-    if (err)
-        return err;
-    if (changed(res) == 0) {
-        FLOWD_LOG(LOG_ERROR, LOG_SUB_STORE,
-                  "%s: history_add: instance %" PRId64 " already has history row %u", st->label,
-                  instance_id, h->seq);
-        err = FLOWD_ERR_EXISTS;
-    }
-    PQclear(res);
-    return err;
+    pg_rows_add(&st->hist, p.v, NULL, NULL);
+    return written(st);
 }
 
 static int pg_history_scan(struct store *st, int64_t instance_id, store_history_cb *cb, void *ctx)
@@ -841,7 +912,24 @@ pg_outbox_add(struct store *st, const struct store_outbox_row *r, int64_t now_ms
                   st->label, r->value_len);
         return FLOWD_ERR_TOOBIG;
     }
+    if (st->ids_at == st->nids) { /* take the next block of ids */
+        struct params q = {0};
+        p_i64(&q, OUT_ID_BLOCK);
+        PGresult *res;
+        int err = run(st, S_OUT_IDS, &q, "outbox_add (ids)", &res);
+        if (err)
+            return err;
+        st->nids = (size_t)PQntuples(res);
+        for (size_t i = 0; i < st->nids; i++)
+            st->ids[i] = col_i64(res, (int)i, 0);
+        st->ids_at = 0;
+        PQclear(res);
+        if (!st->nids)
+            return fail_inval(st, "outbox_add", "the outbox id sequence gave no id");
+    }
+    int64_t oid = st->ids[st->ids_at++];
     struct params p = {0};
+    p_i64(&p, oid);
     p_i64(&p, r->instance_id);
     p_text(&p, r->message_id);
     p_text(&p, r->topic);
@@ -853,12 +941,10 @@ pg_outbox_add(struct store *st, const struct store_outbox_row *r, int64_t now_ms
     p_text(&p, r->headers);
     p_i64(&p, now_ms);
     p_i64(&p, st->node_id);
-    PGresult *res;
-    int err = run(st, S_OUT_ADD, &p, "outbox_add", &res);
-    if (!err && id)
-        *id = PQntuples(res) ? col_i64(res, 0, 0) : 0;
-    PQclear(res);
-    return err;
+    pg_rows_add(&st->out, p.v, p.len, p.fmt);
+    if (id)
+        *id = oid;
+    return written(st);
 }
 
 /* Reads outbox row i of res (columns as in OUTBOX_COLS). */
@@ -1187,6 +1273,9 @@ static void pg_close(struct store *st)
     if (!st)
         return;
     PQfinish(st->conn); /* an open transaction is rolled back by the server */
+    pg_rows_release(&st->inst);
+    pg_rows_release(&st->hist);
+    pg_rows_release(&st->out);
     free(st->label);
     free(st);
 }
@@ -1299,6 +1388,9 @@ static int pg_open(const struct store_options *opt, struct store **out, char *er
     st->synchronous = synchronous;
     st->node_id = opt->node_id;
     st->claim_node = opt->claim_node;
+    st->inst = (struct pg_rows){.head = INST_COLS, .tail = INST_CONFLICT, .ncols = 10};
+    st->hist = (struct pg_rows){.head = HIST_COLS, .tail = HIST_CONFLICT, .ncols = 6};
+    st->out = (struct pg_rows){.head = OUT_COLS, .tail = "", .ncols = 9};
     int err;
     st->conn = PQconnectdb(opt->dsn);
     if (!st->conn) {

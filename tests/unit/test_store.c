@@ -730,14 +730,17 @@ static void test_lost_connection_is_again_then_reconnects(void **state)
     assert_int_equal(fx->m->x_instance_max_id(fx->st, 0, INT64_MAX, &max), 0);
     assert_int_equal(max, 1);
 
-    /* inside a transaction: everything is AGAIN until the rollback, and nothing was kept */
+    /* inside a transaction: everything is AGAIN until the rollback (a buffered write, at the
+     * latest at the commit), and nothing was kept */
     assert_int_equal(fx->m->x_begin(fx->st), 0);
     put_instance(fx, 2, "STARTED", "{}");
     fx->be->kill_connections(fx);
     struct store_instance_row r = {
         3, "00000000-0000-4000-8000-000000000003", "k", 1, "STARTED", "{}", 1, 1, 0, NULL};
-    assert_int_equal(fx->m->x_instance_put(fx->st, &r), FLOWD_ERR_AGAIN);
-    assert_int_equal(fx->m->x_instance_put(fx->st, &r), FLOWD_ERR_AGAIN);
+    int put = fx->m->x_instance_put(fx->st, &r);
+    assert_true(put == FLOWD_ERR_AGAIN || put == 0);
+    int64_t any = 0;
+    assert_int_equal(fx->m->x_instance_max_id(fx->st, 0, INT64_MAX, &any), FLOWD_ERR_AGAIN);
     assert_int_equal(fx->m->x_commit(fx->st), FLOWD_ERR_AGAIN);
     assert_int_equal(fx->m->x_rollback(fx->st), 0);
     char *blob = NULL;
@@ -763,18 +766,20 @@ static void test_commit_after_failed_statement_never_claims_dropped_work(void **
     put_instance(fx, 2, "STARTED", "{}");
     struct store_instance_row r = {
         3, "00000000-0000-4000-8000-000000000001", "k", 1, "STARTED", "{}", 1, 1, 0, NULL};
-    assert_int_equal(fx->m->x_instance_put(fx->st, &r), FLOWD_ERR_EXISTS);
+    /* reported by the call, or (a backend that sends writes in batches) by the commit */
+    int put = fx->m->x_instance_put(fx->st, &r);
+    assert_true(put == FLOWD_ERR_EXISTS || put == 0);
     int rc = fx->m->x_commit(fx->st);
+    if (put == 0)
+        assert_int_equal(rc, FLOWD_ERR_EXISTS);
+    if (rc) {
+        assert_true(rc == FLOWD_ERR_STATE || rc == FLOWD_ERR_EXISTS);
+        assert_int_equal(fx->m->x_rollback(fx->st), 0);
+    }
     char *blob = NULL;
     int got = fx->m->x_instance_get(fx->st, 2, &blob);
     free(blob);
-    if (rc == 0)
-        assert_int_equal(got, 0);
-    else {
-        assert_int_equal(rc, FLOWD_ERR_STATE);
-        assert_int_equal(got, FLOWD_ERR_NOTFOUND);
-        assert_int_equal(fx->m->x_rollback(fx->st), 0);
-    }
+    assert_int_equal(got, rc == 0 ? 0 : FLOWD_ERR_NOTFOUND);
     /* the handle is usable afterwards */
     assert_int_equal(fx->m->x_begin(fx->st), 0);
     put_instance(fx, 4, "STARTED", "{}");
@@ -1036,11 +1041,19 @@ static void test_history_duplicate_seq_is_rejected(void **state)
     assert_int_equal(fx->m->x_history_scan(fx->st, 1, collect_history, &b), 0);
     assert_string_equal(buf_str(&b), "1:node1:STARTED:5001:-;");
     buf_release(&b);
-    /* Inside a transaction too; the rest of the transaction is still usable. */
+    /* Inside a transaction too: reported by the call (and the rest of the transaction is still
+     * usable), or by the commit on a backend that sends writes in batches (nothing kept). */
     assert_int_equal(fx->m->x_begin(fx->st), 0);
     assert_int_equal(add_history(fx, 1, 2, "ENTERED"), 0);
-    assert_int_equal(add_history(fx, 1, 2, "ENTERED"), FLOWD_ERR_EXISTS);
-    assert_int_equal(fx->m->x_commit(fx->st), 0);
+    int dup = add_history(fx, 1, 2, "ENTERED");
+    int rc = fx->m->x_commit(fx->st);
+    if (dup == FLOWD_ERR_EXISTS) {
+        assert_int_equal(rc, 0);
+    } else {
+        assert_int_equal(dup, 0);
+        assert_int_equal(rc, FLOWD_ERR_EXISTS);
+        assert_int_equal(fx->m->x_rollback(fx->st), 0);
+    }
 }
 
 /* ---- outbox --------------------------------------------------------------------------- */
