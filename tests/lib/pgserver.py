@@ -37,7 +37,8 @@ class PgServer:
         """Rows of one statement as tuples of str; NULL is None. Raises on an SQL error."""
         psql = os.path.join(self.bin, "psql")
         r = subprocess.run([psql if os.path.exists(psql) else "psql", "-X", "-q", "--csv",
-                            "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port), "-U", "flowd", "-d", "flowd",
+                            "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port),
+                            "-U", "flowd", "-d", "flowd",
                             "-P", "null=\\N", "-c", sql],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=timeout)
