@@ -3,6 +3,8 @@
     pg = PgServer(os.path.join(workdir, "pg"))   # initdb + start (pg.sh start DIR)
     pg.dsn                                        # "host=127.0.0.1 port=N user=flowd dbname=flowd"
     rows = pg.query("SELECT id, state FROM instances")   # list of tuples of str (None for NULL)
+    pg.query("CREATE DATABASE x"); pg.dsn_of("x")         # more databases on the same server
+    s = pg.session(); s.query(sql)                # one psql kept open, for poll loops
     pg.stop()                                     # pg.sh stop DIR
 
 Raises PgUnavailable when the server binaries are not installed. Standard library only; the
@@ -33,13 +35,18 @@ class PgServer:
         env = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
         self.bin, self.port, self.dsn = env["PG_BIN"], int(env["PG_PORT"]), env["PG_DSN"]
 
-    def query(self, sql, timeout=120):
-        """Rows of one statement as tuples of str; NULL is None. Raises on an SQL error."""
+    def psql(self, db="flowd"):
         psql = os.path.join(self.bin, "psql")
-        r = subprocess.run([psql if os.path.exists(psql) else "psql", "-X", "-q", "--csv",
-                            "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port),
-                            "-U", "flowd", "-d", "flowd",
-                            "-P", "null=\\N", "-c", sql],
+        return [psql if os.path.exists(psql) else "psql", "-X", "-q", "-h", "127.0.0.1",
+                "-p", str(self.port), "-U", "flowd", "-d", db]
+
+    def dsn_of(self, db):
+        return "host=127.0.0.1 port=%d user=flowd dbname=%s" % (self.port, db)
+
+    def query(self, sql, timeout=120, db="flowd"):
+        """Rows of one statement as tuples of str; NULL is None. Raises on an SQL error."""
+        r = subprocess.run(self.psql(db) + ["--csv", "-v", "ON_ERROR_STOP=1", "-P", "null=\\N",
+                                            "-c", sql],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=timeout)
         if r.returncode != 0:
@@ -51,6 +58,40 @@ class PgServer:
         rows = self.query(sql)
         return rows[0][0] if rows else None
 
+    def session(self, db="flowd"):
+        return PgSession(self.psql(db))
+
     def stop(self):
         subprocess.run(["bash", PG_SH, "stop", self.dir], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
+
+
+class PgSession:
+    """One psql process kept open (no process start per query): for poll loops. Values must not
+    contain tabs or newlines; NULL comes back as an empty string."""
+
+    END = "__pgsession_end__"
+
+    def __init__(self, argv):
+        self.p = subprocess.Popen(argv + ["-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=0"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, bufsize=1)
+
+    def query(self, sql):
+        self.p.stdin.write(sql.rstrip().rstrip(";") + ";\n\\echo " + self.END + "\n")
+        self.p.stdin.flush()
+        rows, error = [], None
+        for line in self.p.stdout:
+            line = line.rstrip("\n")
+            if line == self.END:
+                if error:
+                    raise RuntimeError("psql: %s: %s" % (sql[:200], error))
+                return rows
+            if line.startswith(("ERROR:", "psql:")):
+                error = error or line
+            rows.append(tuple(line.split("\t")))
+        raise RuntimeError("psql session ended (exit %s)" % self.p.wait())
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(timeout=10)
