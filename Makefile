@@ -65,6 +65,15 @@ bench:
 		flow_load test_store >/dev/null
 	@/usr/bin/python3 bench/run.py --build build-release $(BENCH_ARGS)
 
+# Several nodes on one PostgreSQL (bench/multinode.py): completed instances/s, p50/p99 latency and
+# CPU cores per process (flowd nodes, PostgreSQL, Kafka, echo connector, driver) with 1, 2 and 3
+# nodes in one run, closed loop. Writes bench/results/multinode-<date>.json, ~2 min.
+# Knobs: make bench-multinode BENCH_ARGS="--k 16,64,256 --count 5000"
+bench-multinode:
+	@cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-release -j $(JOBS) --target flowd sdk-examples >/dev/null
+	@/usr/bin/python3 bench/multinode.py --build build-release $(BENCH_ARGS)
+
 # The threaded integration tests under ThreadSanitizer (flowd: loop thread, HTTP workers,
 # librdkafka threads). Fails on any report not in tests/tsan.supp.
 TSAN_TESTS ?= test_happy_path|test_thousand_instances|test_api_endpoints|test_receive_timeouts|test_early_replies|test_restart
