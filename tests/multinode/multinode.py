@@ -24,6 +24,9 @@ by the connector under one messageId that the store sent) and, across nodes:
   - no messageId twice in the outbox, no history rows without an instance;
   - each node exits 0 on SIGTERM; no sanitizer report in any node log.
 
+Shown, not failed on: what each node did in its last run (/metrics), how many times each request
+went over Kafka, the ERROR lines of each node log.
+
 Last line: `multinode: nodes=N instances=M completed=C lost=L duplicated=D kills=K` (L and D count
 the instances with such a problem, plus the problems that name no single instance; every problem
 is in <workdir>/problems.txt, the first 20 of each kind on stderr). Exit 0 only when C == M >=
@@ -138,6 +141,55 @@ class MultiNode(chaos.Chaos):
         if rc != 0:
             self.problems.append("node %d exited with %d after SIGTERM (log %s)" %
                                  (node.id, rc, node.log))
+
+    WORK_METRICS = [("started", "flowd_instances_started_total"),
+                    ("received", "flowd_messages_received_total"),
+                    ("sent", "flowd_messages_sent_total"),
+                    ("completed", "flowd_instances_completed_total"),
+                    ("duplicates", "flowd_messages_duplicate_total"),
+                    ("dead-lettered", "flowd_messages_dead_lettered_total")]
+
+    def log_work(self, node):
+        """What the node did in its last run, from its /metrics (shows whether the work was
+        shared; a killed run's counters are gone)."""
+        conn = chaos.http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        except OSError as e:
+            log("node %d: GET /metrics: %s" % (node.id, e))
+            return
+        finally:
+            conn.close()
+        total = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name = re.split(r"[{ ]", line, 1)[0]
+                total[name] = total.get(name, 0) + float(line.rsplit(None, 1)[1])
+        log("node %d, run %d: %s" % (node.id, node.runs, ", ".join(
+            "%s %d" % (label, total.get(m, 0)) for label, m in self.WORK_METRICS)))
+
+    def log_wire(self):
+        """How often each request went over Kafka (python3-kafka, from the beginning of the
+        connector's topic). Publishing again after a kill is allowed (the connector drops
+        duplicates by messageId), so this is shown, not failed on."""
+        try:
+            import kafka
+        except ImportError:
+            log("wire: python3-kafka not installed, not counted")
+            return
+        c = kafka.KafkaConsumer("ai.flowx.dev.connector.customer.in.v1",
+                                bootstrap_servers=self.bootstrap.split(","), group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                consumer_timeout_ms=3000)
+        per_mid = {}
+        for m in c:
+            mid = dict(m.headers).get("messageId", b"").decode()
+            per_mid[mid] = per_mid.get(mid, 0) + 1
+        c.close()
+        again = sorted(n for n in per_mid.values() if n > 1)
+        log("wire: %d request(s) for %d messageId(s); %d published more than once (at most %d "
+            "times)" % (sum(per_mid.values()), len(per_mid), len(again), again[-1] if again else 1))
 
     def deploy_everywhere(self):
         """Deploys through node 1; every other node must then know each definition."""
@@ -355,9 +407,12 @@ class MultiNode(chaos.Chaos):
         ok = self.drain()
         time.sleep(1)  # let the connector log catch up
         for nd in self.nodes:
+            self.log_work(nd)
+        for nd in self.nodes:
             self.stop_node(nd)
         self.connector.send_signal(signal.SIGTERM)
         self.connector.wait(timeout=15)
+        self.log_wire()
         insts, completed, lost, dup, _ = self.check()
         if not ok:
             self.problems.append("not everything finished within %d s of the last start" %
