@@ -13,8 +13,10 @@
 #include "../common/banned.h"
 
 static const char start_usage[] =
-    "usage: flowctl start KEY [--data JSON | --file FILE] [--wait [--timeout SECONDS]]\n"
-    "  Starts the latest version of process KEY with the initial data (a JSON object).\n"
+    "usage: flowctl start KEY [--version N] [--data JSON | --file FILE]\n"
+    "                     [--wait [--timeout SECONDS]]\n"
+    "  Starts the latest version of process KEY (or version N) with the initial data (a JSON\n"
+    "  object).\n"
     "  --wait follows the instance, printing each step, until it ends; the exit code is 0 if it\n"
     "  FINISHED and 4 if it ended otherwise (FAILED, TERMINATED) or the timeout (default 60) "
     "hit.\n";
@@ -137,13 +139,11 @@ int cli_start(struct cli *c, int argc, char **argv)
 {
     if (cli_wants_help(argc, argv, start_usage))
         return CLI_OK;
-    const char *pos[1], *data = NULL, *file = NULL, *timeout = "60";
+    const char *pos[1], *data = NULL, *file = NULL, *timeout = "60", *version = NULL;
     int wait = 0, npos;
-    struct cli_opt opts[] = {{"data", &data, NULL},
-                             {"file", &file, NULL},
-                             {"wait", NULL, &wait},
-                             {"timeout", &timeout, NULL},
-                             {NULL, NULL, NULL}};
+    struct cli_opt opts[] = {{"data", &data, NULL},       {"version", &version, NULL},
+                             {"file", &file, NULL},       {"wait", NULL, &wait},
+                             {"timeout", &timeout, NULL}, {NULL, NULL, NULL}};
     int rc = cli_parse(argc, argv, opts, pos, 1, 1, &npos, start_usage);
     if (rc)
         return rc;
@@ -152,6 +152,11 @@ int cli_start(struct cli *c, int argc, char **argv)
         return CLI_USAGE;
     }
     char *end;
+    long ver = version ? strtol(version, &end, 10) : 0;
+    if (version && (*end || !*version || ver < 1 || ver > 2147483647L)) {
+        fprintf(stderr, "flowctl start: --version '%s' is not a positive integer\n", version);
+        return CLI_USAGE;
+    }
     double tmo = strtod(timeout, &end);
     if (*end || tmo <= 0) {
         fprintf(stderr, "flowctl start: --timeout '%s' is not a number of seconds\n", timeout);
@@ -161,7 +166,8 @@ int cli_start(struct cli *c, int argc, char **argv)
     if (!body)
         return CLI_USAGE;
     char *k = curl_easy_escape(NULL, pos[0], 0);
-    char *path = flowd_xasprintf("/v1/processes/%s/start", k);
+    char *path = ver ? flowd_xasprintf("/v1/processes/%s/start?version=%ld", k, ver)
+                     : flowd_xasprintf("/v1/processes/%s/start", k);
     curl_free(k);
     cJSON *out = NULL;
     rc = cli_call(c, "POST", path, body, &out);
@@ -173,8 +179,8 @@ int cli_start(struct cli *c, int argc, char **argv)
     if (c->json && !wait)
         cli_print_json(out);
     else if (!c->json)
-        printf("started %s instance %lld (%s), %s\n", cli_str(out, "processKey"), id,
-               cli_str(out, "uuid"), cli_str(out, "state"));
+        printf("started %s instance %lld (%s), %s, version %lld\n", cli_str(out, "processKey"), id,
+               cli_str(out, "uuid"), cli_str(out, "state"), cli_num(out, "version"));
     fflush(stdout); /* --wait: the id is useful before the end */
     cJSON_Delete(out);
     return wait ? wait_for(c, id, tmo) : CLI_OK;

@@ -23,6 +23,13 @@ void map_release(struct map *m)
     m->cap = m->len = 0;
 }
 
+void map_clear(struct map *m)
+{
+    for (size_t i = 0; i < m->cap; i++)
+        m->slots[i].key = EMPTY;
+    m->len = 0;
+}
+
 int map_used(const struct map *m, size_t i)
 {
     return m->slots[i].key != EMPTY;

@@ -23,6 +23,7 @@ struct map {
     }
 
 void map_release(struct map *m); /* frees the table, not the values */
+void map_clear(struct map *m);   /* empties it, keeping the table; the values are not freed */
 void *map_get(const struct map *m, int64_t key);
 void map_put(struct map *m, int64_t key, void *val); /* inserts or replaces */
 void *map_del(struct map *m, int64_t key);           /* returns the removed value or NULL */

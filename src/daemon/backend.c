@@ -680,7 +680,7 @@ static void run_retry(struct batch *b, struct request *r)
     }
     if (!inst)
         return;
-    const struct engine_def *def = registry_get(&d->reg, inst->def_key, inst->def_version);
+    const struct engine_def *def = defs_lookup(d, inst->def_key, inst->def_version);
     struct engine_effects fx = ENGINE_EFFECTS_INIT;
     if (!def) {
         r->rc = flowd_seterr(r->errstr, sizeof(r->errstr), FLOWD_ERR_STATE,
@@ -739,7 +739,7 @@ static void run_deliver(struct batch *b, struct request *r)
         return;
     }
     const char *topic = r->topic;
-    const struct engine_def *def = registry_get(&d->reg, inst->def_key, inst->def_version);
+    const struct engine_def *def = defs_lookup(d, inst->def_key, inst->def_version);
     for (size_t i = 0; !topic && def && i < engine_def_receive_topic_count(def); i++) {
         const char *node;
         const char *t = engine_def_receive_topic(def, i, &node);

@@ -128,7 +128,14 @@ struct daemon {
     pthread_mutex_t read_lock;
     struct bus *bus;
     struct registry reg;
-    regex_t sub_re;           /* cfg->subscription_regex, compiled */
+    regex_t sub_re; /* cfg->subscription_regex, compiled */
+    /* A shared store (PostgreSQL) may have other flowd nodes writing to it. Then the cache only
+     * holds the instances the current batch locked (emptied after each batch), due instances are
+     * claimed from the store, and the heap only says when to look. */
+    int shared;
+    int64_t poll_at_us;       /* shared: next look for due instances of other nodes */
+    int64_t adopt_at_us;      /* shared: next look for outbox rows of nodes that are gone */
+    int64_t defs_read_us;     /* shared: when the definitions were last read from the store */
     struct map cache;         /* instance id -> struct engine_instance* (STARTED only) */
     struct timer_heap timers; /* due times of cached instances */
     int64_t *reload;          /* instances a failed transaction evicted, to read back */
@@ -174,8 +181,22 @@ struct batch;
 /* Inside a batch: fires what fell due for instance id (re-sends, timeout path, incident). */
 int timers_fire(struct daemon *d, struct batch *b, int64_t id);
 
+/* cluster.c: a shared store (d->shared); each is a no-op without one. */
+/* Locks and caches the instances msgs are for, in id order. 0 or a store error. */
+int cluster_prelock(struct batch *b, rd_kafka_message_t **msgs, size_t n);
+/* Claims the instances that are due (SKIP LOCKED) and fires them. 0 or a store error. */
+int cluster_claim_due(struct batch *b);
+/* Drops the batch's instances from the cache (after its commit or rollback). */
+void cluster_forget(struct daemon *d);
+/* Housekeeping between batches: adopts the outbox rows of nodes that are gone; returns 1 when
+ * some instance in the store is due (time for cluster_claim_due). */
+int cluster_tick(struct daemon *d);
+
 /* recover.c */
 int recover_load(struct daemon *d, char *errstr, size_t errstr_size);
+/* The definition key/version (0 = latest) from the registry; with a shared store, on a miss the
+ * definitions deployed through other nodes are read from the store first. NULL if unknown. */
+const struct engine_def *defs_lookup(struct daemon *d, const char *key, int version);
 
 /* backend.c: the api_backend the HTTP server calls. */
 struct api_backend;
@@ -203,8 +224,30 @@ struct batch {
     size_t ntouched, touched_cap;
     struct outgoing *out; /* published after the commit */
     size_t nout, out_cap;
-    size_t requeued; /* outbox rows marked unsent again (re-sends) */
+    size_t requeued;          /* outbox rows marked unsent again (re-sends) */
+    struct batch_call *calls; /* subprocess work queued by batch_apply (calls.c) */
+    size_t ncalls, calls_head, calls_cap, calls_run;
+    int draining;
 };
+
+/* calls.c: subprocess work inside a batch. */
+enum batch_call_kind {
+    BATCH_CALL_START,  /* id = parent; call = what to start */
+    BATCH_CALL_DONE,   /* id = a child that ended: wake its parent */
+    BATCH_CALL_CANCEL, /* id = a child whose parent (`parent`) ended: cancel it */
+};
+struct batch_call {
+    enum batch_call_kind kind;
+    int64_t id;
+    int64_t parent;
+    struct engine_call call;
+};
+/* Queues the subprocess work of fx (moving its calls out) for inst. */
+void calls_queue(struct batch *b, struct engine_instance *inst, struct engine_effects *fx);
+/* Runs the queued work until none is left (it may queue more). 0 or a store error. */
+int calls_drain(struct batch *b);
+/* Frees what is left in the queue (after a failure). */
+void calls_release(struct batch *b);
 
 /* Writes fx's history and messages (to the outbox) and marks inst to be saved; moves the messages
  * out of fx. */
@@ -220,6 +263,16 @@ int batch_start(struct batch *b,
                 struct engine_instance **out,
                 char *errstr,
                 size_t errstr_size);
+/* Starts def (its version set) with data (taken) as a subprocess of parent (call call_id) or, with
+ * parent NULL, as a top-level instance. *out as for batch_start. */
+int batch_start_def(struct batch *b,
+                    const struct engine_def *def,
+                    cJSON *data,
+                    struct engine_instance *parent,
+                    const char *call_id,
+                    struct engine_instance **out,
+                    char *errstr,
+                    size_t errstr_size);
 /* Marks inst (not yet cached: e.g. a FAILED instance being retried) to be cached and saved. */
 void batch_adopt(struct batch *b, struct engine_instance *inst);
 /* Writes msg to the dead-letter topic (through the outbox) with headers reason and reasonDetail. */

@@ -216,6 +216,9 @@ int batch_apply(struct batch *b, struct engine_instance *inst, struct engine_eff
     for (size_t i = 0; i < fx->nexpired && !rc; i++)
         rc = dead_letter_expired(b, inst->id, &fx->expired[i]);
     touch(b, inst);
+    calls_queue(b, inst, fx);
+    if (!rc && !b->draining)
+        rc = calls_drain(b);
     return rc;
 }
 
@@ -281,7 +284,9 @@ struct engine_instance *batch_instance(
     if (inst)
         return inst;
     char *blob = NULL;
-    int rc = d->store.m->x_instance_get(d->store.st, id, &blob);
+    /* a shared store: read it locked, so no other node moves it until this batch commits */
+    int rc = d->shared ? d->store.m->x_instance_lock(d->store.st, id, &blob)
+                       : d->store.m->x_instance_get(d->store.st, id, &blob);
     if (rc == FLOWD_ERR_NOTFOUND)
         return NULL;
     if (rc) {
@@ -350,6 +355,41 @@ static void deploy_committed(struct daemon *d, struct request *r)
     r->def = NULL;
 }
 
+int batch_start_def(struct batch *b,
+                    const struct engine_def *def,
+                    cJSON *data,
+                    struct engine_instance *parent,
+                    const char *call_id,
+                    struct engine_instance **out,
+                    char *errstr,
+                    size_t errstr_size)
+{
+    struct daemon *d = b->d;
+    int64_t id = (d->cfg->node_id << INSTANCE_ID_NODE_SHIFT) | d->next_seq++;
+    char uuid[37];
+    clock_uuid4(uuid);
+    struct engine_instance *inst = NULL;
+    struct engine_effects fx = ENGINE_EFFECTS_INIT;
+    *out = NULL;
+    int rc = engine_start(def, id, uuid, data, b->now, &inst, &fx, errstr, errstr_size);
+    if (rc) {
+        engine_effects_clear(&fx);
+        return rc;
+    }
+    if (parent) {
+        inst->parent_id = parent->id;
+        inst->parent_call = flowd_xstrdup(call_id);
+        inst->depth = parent->depth + 1;
+        engine_call_bind(parent, call_id, id);
+    }
+    atomic_fetch_add(&d->n.started, 1);
+    map_put(&d->cache, id, inst);
+    rc = batch_apply(b, inst, &fx);
+    engine_effects_clear(&fx);
+    *out = inst;
+    return rc;
+}
+
 int batch_start(struct batch *b,
                 const char *key,
                 int version,
@@ -358,9 +398,8 @@ int batch_start(struct batch *b,
                 char *errstr,
                 size_t errstr_size)
 {
-    struct daemon *d = b->d;
     *out = NULL;
-    const struct engine_def *def = registry_get(&d->reg, key, version);
+    const struct engine_def *def = defs_lookup(b->d, key, version);
     if (!def) {
         cJSON_Delete(data);
         if (version)
@@ -369,22 +408,7 @@ int batch_start(struct batch *b,
         return flowd_seterr(errstr, errstr_size, FLOWD_ERR_NOTFOUND,
                             "no process definition with key '%s' is deployed", key);
     }
-    int64_t id = (d->cfg->node_id << INSTANCE_ID_NODE_SHIFT) | d->next_seq++;
-    char uuid[37];
-    clock_uuid4(uuid);
-    struct engine_instance *inst = NULL;
-    struct engine_effects fx = ENGINE_EFFECTS_INIT;
-    int rc = engine_start(def, id, uuid, data, b->now, &inst, &fx, errstr, errstr_size);
-    if (rc) {
-        engine_effects_clear(&fx);
-        return rc;
-    }
-    atomic_fetch_add(&d->n.started, 1);
-    map_put(&d->cache, id, inst);
-    rc = batch_apply(b, inst, &fx);
-    engine_effects_clear(&fx);
-    *out = inst;
-    return rc;
+    return batch_start_def(b, def, data, NULL, NULL, out, errstr, errstr_size);
 }
 
 static void handle_start(struct batch *b, struct request *r)
@@ -434,6 +458,7 @@ static void publish(struct daemon *d, struct outgoing *o)
 
 static void batch_release(struct batch *b)
 {
+    calls_release(b);
     for (size_t i = 0; i < b->nout; i++)
         engine_message_free_fields(&b->out[i].msg);
     free(b->out);
@@ -443,6 +468,11 @@ static void batch_release(struct batch *b)
 /* Evicts what the failed transaction touched: the store has the truth. */
 static void batch_abort(struct daemon *d, struct batch *b)
 {
+    if (d->shared) { /* nothing is kept between batches: the store has it all */
+        b->ntouched = 0;
+        cluster_forget(d);
+        return;
+    }
     for (size_t i = 0; i < b->ntouched; i++) {
         struct engine_instance *inst = b->touched[i];
         if (map_get(&d->cache, inst->id) == inst)
@@ -508,6 +538,7 @@ static int save_touched(struct daemon *d, struct batch *b)
             .blob = blob,
             .started_ms = inst->started_ms,
             .updated_ms = inst->updated_ms,
+            .due_ms = engine_instance_next_due(inst),
         };
         int rc = d->store.m->x_instance_put(d->store.st, &row);
         free(blob);
@@ -517,7 +548,8 @@ static int save_touched(struct daemon *d, struct batch *b)
     return 0;
 }
 
-/* Runs one transaction over msgs, requests and delivered ids. Returns 0 or the store error. */
+/* Runs one transaction over msgs, requests, delivered ids and due instances (claim: those in a
+ * shared store). Returns 0 or the store error. */
 static int run_batch(struct daemon *d,
                      rd_kafka_message_t **msgs,
                      size_t nmsgs,
@@ -525,7 +557,8 @@ static int run_batch(struct daemon *d,
                      int64_t *sent,
                      size_t nsent,
                      const int64_t *due_ids,
-                     size_t ndue)
+                     size_t ndue,
+                     int claim)
 {
     struct batch b;
     memset(&b, 0, sizeof(b));
@@ -536,6 +569,8 @@ static int run_batch(struct daemon *d,
     int rc = m->x_begin(d->store.st);
     if (!rc && nsent)
         rc = m->x_outbox_mark_sent(d->store.st, sent, nsent, b.now);
+    if (!rc)
+        rc = cluster_prelock(&b, msgs, nmsgs);
     for (struct request *r = reqs; r && !rc; r = r->next) {
         if (r->type == REQ_DEPLOY)
             handle_deploy(&b, r);
@@ -551,6 +586,8 @@ static int run_batch(struct daemon *d,
         rc = reply_handle(d, &b, msgs[i]);
     for (size_t i = 0; i < ndue && !rc; i++)
         rc = timers_fire(d, &b, due_ids[i]);
+    if (!rc && claim)
+        rc = cluster_claim_due(&b);
     if (!rc)
         rc = save_touched(d, &b);
     if (!rc)
@@ -618,6 +655,7 @@ static int run_batch(struct daemon *d,
             engine_instance_free(inst);
         }
     }
+    cluster_forget(d);
     batch_release(&b);
     return 0;
 }
@@ -715,6 +753,11 @@ void loop_run(struct daemon *d)
             nmsgs = bus_consume(d->bus, msgs, max, timeout, (int)d->cfg->batch_wait_ms);
         struct request *reqs = take_requests(d);
         size_t ndue = timers_take_due(d, clock_wall_ms(), due_ids, 256);
+        int claim = 0;
+        if (d->shared) { /* due instances are claimed from the store, this node's or not */
+            claim = cluster_tick(d) || ndue;
+            ndue = 0;
+        }
         bus_poll(d->bus, 0);
         if (d->resend_needed && !bus_in_flight(d->bus) && !d->nsent)
             loop_publish_unsent(d); /* re-sends, and deliveries that failed */
@@ -723,7 +766,7 @@ void loop_run(struct daemon *d)
             sent_since = clock_mono_us();
         int flush_sent = d->nsent && (d->nsent >= SENT_FLUSH_COUNT ||
                                       clock_mono_us() - sent_since >= SENT_FLUSH_MS * 1000);
-        if (!nmsgs && !reqs && !flush_sent && !ndue)
+        if (!nmsgs && !reqs && !flush_sent && !ndue && !claim)
             continue;
 
         int64_t *sent = d->sent_ids;
@@ -735,7 +778,7 @@ void loop_run(struct daemon *d)
         /* after failures, retry fewer messages at a time, so that one message that keeps
          * failing cannot hold back the others */
         size_t take = nmsgs < limit ? nmsgs : limit;
-        int rc = run_batch(d, msgs, take, reqs, sent, nsent, due_ids, ndue);
+        int rc = run_batch(d, msgs, take, reqs, sent, nsent, due_ids, ndue, claim);
         finish_requests(d, reqs);
         if (rc) {
             limit = take > 1 ? take / 2 : 1;

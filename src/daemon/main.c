@@ -134,11 +134,17 @@ static int setup_logging(const struct flowd_config *cfg, char *errstr, size_t er
     return 0;
 }
 
-static int
-open_store(const struct flowd_config *cfg, struct store_handle *h, char *errstr, size_t errstr_size)
+/* writer: the loop's handle, which holds this node's id in a shared store. */
+static int open_store(const struct flowd_config *cfg,
+                      struct store_handle *h,
+                      int writer,
+                      char *errstr,
+                      size_t errstr_size)
 {
-    struct store_options opt = {cfg->sqlite_path, cfg->sqlite_synchronous, cfg->pg_dsn};
-    h->m = strcmp(cfg->store_type, "postgresql") == 0 ? &store_pg_methods : &store_sqlite_methods;
+    int shared = strcmp(cfg->store_type, "postgresql") == 0;
+    struct store_options opt = {cfg->sqlite_path, cfg->sqlite_synchronous, cfg->pg_dsn,
+                                (int)cfg->node_id, writer && shared};
+    h->m = shared ? &store_pg_methods : &store_sqlite_methods;
     return h->m->x_open(&opt, &h->st, errstr, errstr_size);
 }
 
@@ -200,8 +206,9 @@ int main(int argc, char **argv)
         goto out;
     }
     store_sqlite_global_init();
-    if (open_store(cfg, &d->store, errstr, sizeof(errstr)) ||
-        open_store(cfg, &d->read_store, errstr, sizeof(errstr))) {
+    d->shared = strcmp(cfg->store_type, "postgresql") == 0;
+    if (open_store(cfg, &d->store, 1, errstr, sizeof(errstr)) ||
+        open_store(cfg, &d->read_store, 0, errstr, sizeof(errstr))) {
         FLOWD_LOG(LOG_ERROR, LOG_SUB_STORE, "cannot open the store: %s", errstr);
         goto out;
     }

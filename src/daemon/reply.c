@@ -314,7 +314,7 @@ int reply_handle(struct daemon *d, struct batch *b, const rd_kafka_message_t *ms
     if (header_str(msg, "callbacksForAction", action, sizeof(action), &cnt) == 1 && action[0])
         ev.callback_action = action;
 
-    const struct engine_def *def = registry_get(&d->reg, inst->def_key, inst->def_version);
+    const struct engine_def *def = defs_lookup(d, inst->def_key, inst->def_version);
     if (!def) {
         cJSON_Delete(body);
         snprintf(detail, sizeof(detail), "definition %s version %d of instance %lld is not loaded",

@@ -65,6 +65,10 @@ static void pop(struct timer_heap *h)
 int64_t timers_next(struct daemon *d)
 {
     struct timer_heap *h = &d->timers;
+    /* a shared store: the cache is empty between batches and the entry only says when to
+     * claim (cluster_claim_due finds what is really due) */
+    if (d->shared)
+        return h->n ? h->v[0].due : 0;
     /* drop stale entries at the top so the answer is a real due time */
     while (h->n) {
         const struct engine_instance *inst = map_get(&d->cache, h->v[0].id);
@@ -100,7 +104,7 @@ int timers_fire(struct daemon *d, struct batch *b, int64_t id)
     int64_t due = engine_instance_next_due(inst);
     if (!due || due > b->now)
         return 0;
-    const struct engine_def *def = registry_get(&d->reg, inst->def_key, inst->def_version);
+    const struct engine_def *def = defs_lookup(d, inst->def_key, inst->def_version);
     if (!def)
         return 0;
     struct engine_effects fx = ENGINE_EFFECTS_INIT;

@@ -33,6 +33,7 @@ enum engine_node_type {
     ENGINE_NODE_PARALLEL_GATEWAY, /* forks to every `next`; joins every incoming branch */
     ENGINE_NODE_TIMER,            /* intermediate timer event: waits a duration or until a date */
     ENGINE_NODE_ERROR_END,        /* error end event: the instance ends FAILED with a reason */
+    ENGINE_NODE_SUBPROCESS,       /* call activity: starts another definition, waits for it */
 };
 
 struct engine_def;
@@ -64,9 +65,10 @@ enum engine_token_state {
     ENGINE_TOKEN_ACTIVE,
     ENGINE_TOKEN_WAITING_MESSAGE,
     ENGINE_TOKEN_INCIDENT, /* no reply after every re-send and no timeout path: needs a person */
-    ENGINE_TOKEN_WAITING_JOIN,  /* at a parallel gateway, waiting for the other branches */
-    ENGINE_TOKEN_JOINED,        /* merged by a join; removed before the step returns */
-    ENGINE_TOKEN_WAITING_TIMER, /* at a timer node until due_ms */
+    ENGINE_TOKEN_WAITING_JOIN,       /* at a parallel gateway, waiting for the other branches */
+    ENGINE_TOKEN_JOINED,             /* merged by a join; removed before the step returns */
+    ENGINE_TOKEN_WAITING_TIMER,      /* at a timer node until due_ms */
+    ENGINE_TOKEN_WAITING_SUBPROCESS, /* at a subprocess node until its child instance ends */
 };
 
 struct engine_token {
@@ -75,8 +77,10 @@ struct engine_token {
     char **outstanding;     /* messageIds sent and not yet answered (re-sent on restart) */
     char **outstanding_for; /* per outstanding id: the receive node its reply is for */
     size_t noutstanding;
-    int64_t due_ms; /* WAITING_MESSAGE with a responseTimeout: when it expires */
-    int attempt;    /* re-sends done for the current wait */
+    int64_t due_ms;   /* WAITING_MESSAGE with a responseTimeout: when it expires */
+    int attempt;      /* re-sends done for the current wait */
+    char *call_id;    /* WAITING_SUBPROCESS: the call, "<uuid>:<node>:call:<seq>" */
+    int64_t child_id; /* WAITING_SUBPROCESS: the child instance, once started (0 before) */
 };
 
 /* A reply that came before its instance reached the receive node it is for (e.g. the second of
@@ -104,6 +108,9 @@ struct engine_instance {
     char *error;                  /* why it FAILED, or NULL */
     struct engine_parked *parked; /* early replies */
     size_t nparked;
+    int64_t parent_id; /* a subprocess: the instance that called it (0: none) */
+    char *parent_call; /* a subprocess: the parent token's call_id */
+    int depth;         /* subprocess nesting: 0 for a top-level instance */
 };
 
 const char *engine_state_name(enum engine_state state); /* "STARTED", ... */
@@ -138,6 +145,16 @@ struct engine_message {
     char *node_id;    /* the send node */
 };
 
+/* A subprocess to start: the daemon starts def_key (version, 0 = latest) with input as its data
+ * in the same transaction, and tells the parent when it ends (engine_call_done). */
+struct engine_call {
+    char *call_id; /* unique per call, stable when the step is replayed */
+    char *node_id; /* the subprocess node */
+    char *def_key;
+    int version;
+    cJSON *input; /* owned: the child's initial data */
+};
+
 /* One row of history: every transition of every token. */
 struct engine_history {
     uint32_t seq; /* 1, 2, 3... per instance */
@@ -158,11 +175,15 @@ struct engine_effects {
     size_t nresend, resend_cap;
     struct engine_parked *expired; /* early replies whose time ran out: to the dead-letter topic */
     size_t nexpired, expired_cap;
+    struct engine_call *calls; /* subprocesses to start */
+    size_t ncalls, calls_cap;
+    int64_t *orphans; /* running child instances of an instance that ended: to be cancelled */
+    size_t norphans, orphans_cap;
 };
 
-#define ENGINE_EFFECTS_INIT                               \
-    {                                                     \
-        NULL, 0, 0, NULL, 0, 0, 0, NULL, 0, 0, NULL, 0, 0 \
+#define ENGINE_EFFECTS_INIT                                                       \
+    {                                                                             \
+        NULL, 0, 0, NULL, 0, 0, 0, NULL, 0, 0, NULL, 0, 0, NULL, 0, 0, NULL, 0, 0 \
     }
 void engine_parked_free_fields(struct engine_parked *p);
 void engine_effects_clear(struct engine_effects *fx); /* frees contents, back to INIT */
@@ -218,6 +239,31 @@ int engine_park(const struct engine_def *def,
                 struct engine_effects *fx,
                 char *errstr,
                 size_t errstr_size);
+
+/* ---- subprocesses --------------------------------------------------------------------- */
+
+/* Deepest subprocess nesting: a call that would start a child deeper fails like a child that
+ * could not start. */
+#define ENGINE_MAX_CALL_DEPTH 16
+
+/* Records that call_id's child instance is child_id (shown in the token, cancelled with the
+ * parent). FLOWD_ERR_NOWAIT if no token waits for that call. */
+int engine_call_bind(struct engine_instance *parent, const char *call_id, int64_t child_id);
+
+/* Tells parent that its call call_id ended: child is the child instance (FINISHED, FAILED or
+ * TERMINATED), or NULL when it could not be started (why says why). A finished child's data is
+ * mapped into the parent (`output`, `keyName`) and the token goes on to `next`; a failed one
+ * takes `errorNext` (data.<keyName>.errorMessage set) or fails the parent with the child's
+ * reason. FLOWD_ERR_NOWAIT (parent unchanged) if no token waits for that call. */
+int engine_call_done(const struct engine_def *def,
+                     struct engine_instance *parent,
+                     const char *call_id,
+                     const struct engine_instance *child,
+                     const char *why,
+                     int64_t now_ms,
+                     struct engine_effects *fx,
+                     char *errstr,
+                     size_t errstr_size);
 
 /* ---- time ----------------------------------------------------------------------------- */
 

@@ -49,11 +49,7 @@ int engine_cancel(struct engine_instance *inst,
     /* the row names the node(s) the instance was at, so the history says where it stopped */
     const char *node = inst->ntokens ? inst->tokens[0].node_id : NULL;
     admin_hist(inst, fx, node, "TERMINATED", reason, now_ms);
-    for (size_t i = 0; i < inst->ntokens; i++)
-        engine_token_release(&inst->tokens[i]);
-    free(inst->tokens);
-    inst->tokens = NULL;
-    inst->ntokens = 0;
+    engine_drop_tokens(inst, fx);
     inst->state = ENGINE_TERMINATED;
     inst->ended_ms = inst->updated_ms = now_ms;
     fx->ended = 1;

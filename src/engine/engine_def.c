@@ -59,6 +59,7 @@ static const struct {
     {"parallel_gateway", ENGINE_NODE_PARALLEL_GATEWAY},
     {"timer", ENGINE_NODE_TIMER},
     {"error_end", ENGINE_NODE_ERROR_END},
+    {"subprocess", ENGINE_NODE_SUBPROCESS},
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -206,6 +207,14 @@ static void node_release(struct engine_node *n)
     }
     free(n->map_to);
     free(n->map_from);
+    for (size_t k = 0; k < n->nin; k++) {
+        free(n->in_to[k]);
+        free(n->in_from[k]);
+    }
+    free(n->in_to);
+    free(n->in_from);
+    free(n->call_key);
+    free(n->call_key_name);
     engine_tpl_free(n->error);
     for (size_t k = 0; k < n->nforks; k++)
         free(n->fork_ids[k]);
@@ -404,37 +413,101 @@ static int parse_actions(struct pctx *c, struct engine_node *n, const cJSON *jn)
     return 0;
 }
 
-/* "mapping": {"data.path": "reply.path", ...}: reply fields copied into instance data. */
-static int parse_mapping(struct pctx *c, struct engine_node *n, const cJSON *jm)
+/* A data path with an optional leading "data." ("data.x" and "x" both mean data.x). */
+static const char *data_path(const char *p)
+{
+    return strncmp(p, "data.", 5) == 0 ? p + 5 : p;
+}
+
+/* A mapping object {"to path": "from path", ...} (member `name` of the node) into to/from.
+ * strip_from: the from side is instance data too (a leading "data." is dropped). */
+static int parse_mapping(struct pctx *c,
+                         struct engine_node *n,
+                         const cJSON *jm,
+                         const char *name,
+                         const char *sides,
+                         int strip_from,
+                         char ***to_out,
+                         char ***from_out,
+                         size_t *count_out)
 {
     if (!jm || cJSON_IsNull(jm))
         return 0;
     if (!cJSON_IsObject(jm))
-        return perr(c, "node '%s': \"mapping\" must be an object of \"data path\": \"reply path\"",
-                    n->id);
+        return perr(c, "node '%s': \"%s\" must be an object of %s", n->id, name, sides);
     size_t count = (size_t)cJSON_GetArraySize(jm);
-    n->map_to = flowd_xcalloc(count ? count : 1, sizeof(char *));
-    n->map_from = flowd_xcalloc(count ? count : 1, sizeof(char *));
+    char **to = *to_out = flowd_xcalloc(count ? count : 1, sizeof(char *));
+    char **from = *from_out = flowd_xcalloc(count ? count : 1, sizeof(char *));
     const cJSON *e;
     cJSON_ArrayForEach(e, jm)
     {
-        const char *to = e->string;
-        if (!cJSON_IsString(e) || !*e->valuestring || !to || !*to || to[0] == '.' ||
-            strstr(to, "..") || to[strlen(to) - 1] == '.')
-            return perr(c, "node '%s': mapping '%.60s': both sides must be dotted paths", n->id,
-                        to ? to : "");
-        /* "data.x" and "x" both mean the instance's data.x */
-        n->map_to[n->nmap] = flowd_xstrdup(strncmp(to, "data.", 5) == 0 ? to + 5 : to);
-        n->map_from[n->nmap] = flowd_xstrdup(e->valuestring);
-        n->nmap++;
+        const char *t = e->string;
+        if (!cJSON_IsString(e) || !t || !path_valid(t) || !path_valid(e->valuestring))
+            return perr(c, "node '%s': %s '%.60s': both sides must be dotted paths", n->id, name,
+                        t ? t : "");
+        to[*count_out] = flowd_xstrdup(data_path(t));
+        from[*count_out] = flowd_xstrdup(strip_from ? data_path(e->valuestring) : e->valuestring);
+        (*count_out)++;
     }
     return 0;
+}
+
+/* "errorNext": where an error (an error reply, a failed subprocess) goes. */
+static int parse_error_next(struct pctx *c, struct engine_node *n, const cJSON *jn)
+{
+    const cJSON *jen = member(jn, "errorNext");
+    if (!jen || cJSON_IsNull(jen))
+        return 0;
+    if (!cJSON_IsString(jen) || !*jen->valuestring)
+        return perr(c, "node '%s': \"errorNext\" must be a node id", n->id);
+    n->error_next_id = flowd_xstrdup(jen->valuestring);
+    return 0;
+}
+
+/* subprocess: {"process": key, "version": N, "input": {child: parent}, "output": {parent:
+ * child}, "keyName": path, "errorNext": id}. */
+static int parse_subprocess(struct pctx *c, struct engine_node *n, const cJSON *jn)
+{
+    const char *key = json_str(jn, "process");
+    if (!key || !*key)
+        return perr(c,
+                    "node '%s': subprocess node has no \"process\" (the key of the "
+                    "definition to start)",
+                    n->id);
+    if (!key_valid(key))
+        return perr(c,
+                    "node '%s': process '%.100s' is not a valid key (1 to 100 of "
+                    "A-Z a-z 0-9 . _ -)",
+                    n->id, key);
+    n->call_key = flowd_xstrdup(key);
+    const cJSON *jv = member(jn, "version");
+    if (jv && !cJSON_IsNull(jv)) {
+        if (!cJSON_IsNumber(jv) || jv->valuedouble < 1 || jv->valuedouble > 2147483647.0 ||
+            jv->valuedouble != (double)(int)jv->valuedouble)
+            return perr(c, "node '%s': \"version\" must be a positive integer", n->id);
+        n->call_version = (int)jv->valuedouble;
+    }
+    const cJSON *ji = member(jn, "input");
+    n->copy_input = !ji || cJSON_IsNull(ji);
+    if (parse_mapping(c, n, ji, "input", "\"child data path\": \"data path\"", 1, &n->in_to,
+                      &n->in_from, &n->nin) ||
+        parse_mapping(c, n, member(jn, "output"), "output", "\"data path\": \"child data path\"", 1,
+                      &n->map_to, &n->map_from, &n->nmap))
+        return FLOWD_ERR_INVAL;
+    const cJSON *jk = member(jn, "keyName");
+    if (jk && !cJSON_IsNull(jk)) {
+        if (!cJSON_IsString(jk) || !path_valid(jk->valuestring))
+            return perr(c, "node '%s': keyName must be a dotted data path", n->id);
+        n->call_key_name = flowd_xstrdup(data_path(jk->valuestring));
+    }
+    return parse_error_next(c, n, jn);
 }
 
 static int parse_receive(struct pctx *c, struct engine_node *n, const cJSON *jn)
 {
     char why[FLOWD_ERRSTR_SIZE];
-    if (parse_mapping(c, n, member(jn, "mapping")))
+    if (parse_mapping(c, n, member(jn, "mapping"), "mapping", "\"data path\": \"reply path\"", 0,
+                      &n->map_to, &n->map_from, &n->nmap))
         return FLOWD_ERR_INVAL;
     const cJSON *jt = member(jn, "dataStreamTopics");
     if (!cJSON_IsArray(jt) || cJSON_GetArraySize(jt) == 0)
@@ -496,12 +569,8 @@ static int parse_receive(struct pctx *c, struct engine_node *n, const cJSON *jn)
             return perr(c, "node '%s': \"resendAttempts\" must be an integer from 0 to 20", n->id);
         n->resend_attempts = (int)jra->valuedouble;
     }
-    const cJSON *jen = member(jn, "errorNext");
-    if (jen && !cJSON_IsNull(jen)) {
-        if (!cJSON_IsString(jen) || !*jen->valuestring)
-            return perr(c, "node '%s': \"errorNext\" must be a node id", n->id);
-        n->error_next_id = flowd_xstrdup(jen->valuestring);
-    }
+    if (parse_error_next(c, n, jn))
+        return FLOWD_ERR_INVAL;
     const cJSON *jtn = member(jn, "timeoutNext");
     if (jtn && !cJSON_IsNull(jtn)) {
         if (!cJSON_IsString(jtn) || !*jtn->valuestring)
@@ -600,7 +669,7 @@ static int parse_node(struct pctx *c, const cJSON *jn, size_t idx, struct engine
     if (t == sizeof(node_types) / sizeof(node_types[0]))
         return perr(c,
                     "node '%s': unknown type '%.60s' (expected start, end, task, send, receive "
-                    "exclusive_gateway, parallel_gateway, timer or error_end)",
+                    "exclusive_gateway, parallel_gateway, timer, error_end or subprocess)",
                     id, type);
     n->type = node_types[t].type;
 
@@ -647,6 +716,8 @@ static int parse_node(struct pctx *c, const cJSON *jn, size_t idx, struct engine
         return parse_receive(c, n, jn);
     case ENGINE_NODE_TIMER:
         return parse_timer(c, n, jn);
+    case ENGINE_NODE_SUBPROCESS:
+        return parse_subprocess(c, n, jn);
     case ENGINE_NODE_ERROR_END: {
         const cJSON *je = member(jn, "error");
         if (!je || cJSON_IsNull(je))

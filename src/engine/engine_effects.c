@@ -1,5 +1,5 @@
 /* engine_effects.c - the effect lists the step function fills, and state names. */
-#include "engine.h"
+#include "engine_int.h"
 
 #include "../common/mem.h"
 
@@ -35,6 +35,8 @@ const char *engine_token_state_name(enum engine_token_state state)
         return "JOINED";
     case ENGINE_TOKEN_WAITING_TIMER:
         return "WAITING_TIMER_EVENT";
+    case ENGINE_TOKEN_WAITING_SUBPROCESS:
+        return "WAITING_SUBPROCESS";
     }
     return "UNKNOWN";
 }
@@ -79,6 +81,32 @@ void engine_effects_clear(struct engine_effects *fx)
     for (size_t i = 0; i < fx->nexpired; i++)
         engine_parked_free_fields(&fx->expired[i]);
     free(fx->expired);
+    for (size_t i = 0; i < fx->ncalls; i++) {
+        free(fx->calls[i].call_id);
+        free(fx->calls[i].node_id);
+        free(fx->calls[i].def_key);
+        cJSON_Delete(fx->calls[i].input);
+    }
+    free(fx->calls);
+    free(fx->orphans);
     struct engine_effects empty = ENGINE_EFFECTS_INIT;
     *fx = empty;
+}
+
+void engine_drop_tokens(struct engine_instance *inst, struct engine_effects *fx)
+{
+    for (size_t i = 0; i < inst->ntokens; i++) {
+        struct engine_token *tok = &inst->tokens[i];
+        if (tok->state == ENGINE_TOKEN_WAITING_SUBPROCESS && tok->child_id) {
+            if (fx->norphans == fx->orphans_cap) {
+                fx->orphans_cap = fx->orphans_cap ? fx->orphans_cap * 2 : 4;
+                fx->orphans = flowd_xrealloc(fx->orphans, fx->orphans_cap * sizeof(*fx->orphans));
+            }
+            fx->orphans[fx->norphans++] = tok->child_id;
+        }
+        engine_token_release(tok);
+    }
+    free(inst->tokens);
+    inst->tokens = NULL;
+    inst->ntokens = 0;
 }

@@ -34,6 +34,7 @@ void engine_token_release(struct engine_token *tok)
     }
     free(tok->outstanding);
     free(tok->outstanding_for);
+    free(tok->call_id);
     memset(tok, 0, sizeof(*tok));
 }
 
@@ -50,6 +51,7 @@ void engine_instance_free(struct engine_instance *inst)
     free(inst->def_key);
     cJSON_Delete(inst->data);
     free(inst->error);
+    free(inst->parent_call);
     free(inst);
 }
 
@@ -94,7 +96,13 @@ char *engine_instance_to_json(const struct engine_instance *inst)
             else
                 buf_adds(&b, "null");
         }
-        buf_printf(&b, "],\"dueMs\":%" PRId64 ",\"attempt\":%d}", tok->due_ms, tok->attempt);
+        buf_printf(&b, "],\"dueMs\":%" PRId64 ",\"attempt\":%d", tok->due_ms, tok->attempt);
+        if (tok->call_id) {
+            buf_adds(&b, ",\"callId\":");
+            add_str(&b, tok->call_id);
+            buf_printf(&b, ",\"childId\":%" PRId64, tok->child_id);
+        }
+        buf_addc(&b, '}');
     }
     buf_adds(&b, "],\"parked\":[");
     for (size_t i = 0; i < inst->nparked; i++) {
@@ -117,7 +125,13 @@ char *engine_instance_to_json(const struct engine_instance *inst)
         }
         buf_printf(&b, "\"expiresMs\":%" PRId64 "}", p->expires_ms);
     }
-    buf_adds(&b, "],\"data\":");
+    buf_addc(&b, ']');
+    if (inst->parent_id) {
+        buf_printf(&b, ",\"parentId\":%" PRId64 ",\"parentCall\":", inst->parent_id);
+        add_str(&b, inst->parent_call ? inst->parent_call : "");
+        buf_printf(&b, ",\"depth\":%d", inst->depth);
+    }
+    buf_adds(&b, ",\"data\":");
     char *data = json_print(inst->data);
     buf_adds(&b, data);
     free(data);
@@ -155,7 +169,7 @@ static int parse_state(const char *s, enum engine_state *out)
 
 static int parse_token_state(const char *s, enum engine_token_state *out)
 {
-    for (int st = ENGINE_TOKEN_ACTIVE; st <= ENGINE_TOKEN_WAITING_TIMER; st++) {
+    for (int st = ENGINE_TOKEN_ACTIVE; st <= ENGINE_TOKEN_WAITING_SUBPROCESS; st++) {
         if (strcmp(s, engine_token_state_name((enum engine_token_state)st)) == 0) {
             *out = (enum engine_token_state)st;
             return 0;
@@ -213,9 +227,19 @@ parse_tokens(struct engine_instance *inst, const cJSON *jt, char *errstr, size_t
                                 "instance: token %zu: \"outstandingFor\" does not match "
                                 "\"outstanding\"",
                                 idx);
+        const char *call = json_str(t, "callId");
+        const cJSON *jc = cJSON_GetObjectItemCaseSensitive(t, "childId");
+        if (jc && (!cJSON_IsNumber(jc) || jc->valuedouble < 0 || jc->valuedouble > MAX_EXACT))
+            return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                                "instance: token %zu: bad childId", idx);
+        if (tok.state == ENGINE_TOKEN_WAITING_SUBPROCESS && !call)
+            return flowd_seterr(errstr, errstr_size, FLOWD_ERR_INVAL,
+                                "instance: token %zu waits for a subprocess without a callId", idx);
+        tok.child_id = jc ? (int64_t)jc->valuedouble : 0;
         struct engine_token *dst = &inst->tokens[inst->ntokens++];
         *dst = tok;
         dst->node_id = flowd_xstrdup(node);
+        dst->call_id = call ? flowd_xstrdup(call) : NULL;
         if (no) {
             dst->outstanding = flowd_xcalloc(no, sizeof(char *));
             dst->outstanding_for = flowd_xcalloc(no, sizeof(char *));
@@ -323,6 +347,19 @@ engine_instance_from_json(const char *json, size_t len, char *errstr, size_t err
         goto err;
     if (parse_parked(inst, cJSON_GetObjectItemCaseSensitive(root, "parked"), errstr, errstr_size))
         goto err;
+    if (cJSON_GetObjectItemCaseSensitive(root, "parentId")) {
+        int64_t depth = 0;
+        if (get_int(root, "parentId", 1, MAX_EXACT, &inst->parent_id, errstr, errstr_size) ||
+            get_int(root, "depth", 1, ENGINE_MAX_CALL_DEPTH, &depth, errstr, errstr_size))
+            goto err;
+        const char *pc = json_str(root, "parentCall");
+        if (!pc) {
+            flowd_seterr(errstr, errstr_size, rc, "instance: \"parentCall\" must be a string");
+            goto err;
+        }
+        inst->parent_call = flowd_xstrdup(pc);
+        inst->depth = (int)depth;
+    }
     cJSON *data = cJSON_DetachItemFromObjectCaseSensitive(root, "data");
     if (!cJSON_IsObject(data)) {
         cJSON_Delete(data);
@@ -354,6 +391,8 @@ cJSON *engine_instance_view(const struct engine_instance *inst)
     cJSON_AddStringToObject(v, "processKey", inst->def_key ? inst->def_key : "");
     cJSON_AddNumberToObject(v, "version", inst->def_version);
     cJSON_AddStringToObject(v, "state", engine_state_name(inst->state));
+    if (inst->parent_id)
+        cJSON_AddNumberToObject(v, "parentId", (double)inst->parent_id);
     add_time(v, "startedAt", inst->started_ms);
     add_time(v, "updatedAt", inst->updated_ms);
     if (inst->state == ENGINE_STARTED)
@@ -369,6 +408,8 @@ cJSON *engine_instance_view(const struct engine_instance *inst)
             add_time(t, "dueAt", inst->tokens[i].due_ms);
             cJSON_AddNumberToObject(t, "resends", inst->tokens[i].attempt);
         }
+        if (inst->tokens[i].child_id)
+            cJSON_AddNumberToObject(t, "subprocessId", (double)inst->tokens[i].child_id);
         cJSON_AddItemToArray(tokens, t);
     }
     cJSON_AddItemToObject(v, "data",

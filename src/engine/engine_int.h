@@ -128,10 +128,16 @@ struct engine_node {
     int *forks;            /* parallel gateway: next[1..] as indexes (next[0] is `next`) */
     char **fork_ids;
     size_t nforks;
-    int incoming;                /* edges into this node (a parallel gateway joins them) */
-    int64_t timer_ms;            /* timer: wait this long (duration), or */
-    int64_t timer_at;            /* timer: until this epoch ms (date-time) */
-    struct engine_tpl *error;    /* error_end: the reason (TEXT template), or NULL */
+    int incoming;             /* edges into this node (a parallel gateway joins them) */
+    int64_t timer_ms;         /* timer: wait this long (duration), or */
+    int64_t timer_at;         /* timer: until this epoch ms (date-time) */
+    struct engine_tpl *error; /* error_end: the reason (TEXT template), or NULL */
+    char *call_key;           /* subprocess: the definition it starts */
+    int call_version;         /* subprocess: a pinned version, or 0 (the latest) */
+    char **in_to, **in_from;  /* subprocess: child data in_to[i] = parent data in_from[i] */
+    size_t nin;
+    int copy_input;              /* subprocess without "input": the child gets all the data */
+    char *call_key_name;         /* subprocess: data path for the child's whole data, or NULL */
     struct engine_route *routes; /* exclusive gateway */
     size_t nroutes;
     char *default_id;
@@ -165,6 +171,9 @@ int engine_duration_parse(const char *s, int64_t *ms, char *errstr, size_t errst
 /* ---- instances ------------------------------------------------------------------------ */
 
 void engine_token_release(struct engine_token *tok);
+/* Releases every token of inst (it ended); the child instances its subprocess tokens wait for
+ * go to fx->orphans. */
+void engine_drop_tokens(struct engine_instance *inst, struct engine_effects *fx);
 
 /* engine_step.c, for engine_admin.c: gives inst (set STARTED by the caller) one fresh token and
  * walks it from node until it waits or the instance ends. */

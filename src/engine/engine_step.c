@@ -58,15 +58,6 @@ static void hist_add(struct run *r, const char *node_id, const char *state, char
     h->detail = detail;
 }
 
-static void clear_tokens(struct engine_instance *inst)
-{
-    for (size_t i = 0; i < inst->ntokens; i++)
-        engine_token_release(&inst->tokens[i]);
-    free(inst->tokens);
-    inst->tokens = NULL;
-    inst->ntokens = 0;
-}
-
 /* Ends the instance as FAILED; takes msg. */
 static void fail_instance(struct run *r, const char *node_id, char *msg)
 {
@@ -76,7 +67,7 @@ static void fail_instance(struct run *r, const char *node_id, char *msg)
     inst->error = msg;
     inst->ended_ms = r->now;
     hist_add(r, node_id, "FAILED", flowd_xstrdup(msg));
-    clear_tokens(inst);
+    engine_drop_tokens(inst, r->fx);
     r->fx->ended = 1;
 }
 
@@ -287,6 +278,44 @@ static int set_data(struct run *r,
     return 0;
 }
 
+/* Subprocess node n: token ti waits for a new child instance, which the daemon starts from
+ * fx->calls in the same transaction. */
+static void call(struct run *r, size_t ti, const struct engine_node *n)
+{
+    struct engine_instance *inst = r->inst;
+    struct engine_token *tok = &inst->tokens[ti];
+    cJSON *input;
+    if (n->copy_input) {
+        input = cJSON_Duplicate(inst->data, 1);
+    } else {
+        input = cJSON_CreateObject();
+        for (size_t k = 0; k < n->nin; k++) {
+            const cJSON *v = json_path(inst->data, n->in_from[k]);
+            if (v)
+                data_set(input, n->in_to[k], cJSON_Duplicate(v, 1));
+        }
+    }
+    flowd_assert(input != NULL);
+    hist_add(r, n->id, "SUBPROCESS_STARTED", flowd_xasprintf("process '%s'", n->call_key));
+    set_token_node(tok, n->id);
+    tok->state = ENGINE_TOKEN_WAITING_SUBPROCESS;
+    free(tok->call_id);
+    tok->call_id = flowd_xasprintf("%s:%s:call:%" PRIu32, inst->uuid, n->id, inst->seq);
+    tok->child_id = 0;
+    tok->due_ms = 0;
+    struct engine_effects *fx = r->fx;
+    if (fx->ncalls == fx->calls_cap) {
+        fx->calls_cap = fx->calls_cap ? fx->calls_cap * 2 : 2;
+        fx->calls = flowd_xrealloc(fx->calls, fx->calls_cap * sizeof(*fx->calls));
+    }
+    struct engine_call *c = &fx->calls[fx->ncalls++];
+    c->call_id = flowd_xstrdup(tok->call_id);
+    c->node_id = flowd_xstrdup(n->id);
+    c->def_key = flowd_xstrdup(n->call_key);
+    c->version = n->call_version;
+    c->input = input;
+}
+
 /* Walks token ti from node `node` (which it enters now) until it waits or the instance ends. */
 static void run_token(struct run *r, size_t ti, int node)
 {
@@ -418,6 +447,9 @@ static void run_token(struct run *r, size_t ti, int node)
             node = n->next;
             break;
         }
+        case ENGINE_NODE_SUBPROCESS:
+            call(r, ti, n);
+            return;
         case ENGINE_NODE_ERROR_END: {
             char *reason = NULL;
             if (n->error) {
@@ -436,7 +468,7 @@ static void run_token(struct run *r, size_t ti, int node)
             hist_add(r, n->id, "FINISHED", NULL);
             inst->state = ENGINE_FINISHED;
             inst->ended_ms = r->now;
-            clear_tokens(inst);
+            engine_drop_tokens(inst, r->fx);
             r->fx->ended = 1;
             return;
         }
@@ -820,7 +852,7 @@ void engine_run_from(const struct engine_def *def,
                      struct engine_effects *fx)
 {
     struct run r = {.def = def, .inst = inst, .fx = fx, .now = now_ms};
-    clear_tokens(inst);
+    engine_drop_tokens(inst, fx);
     inst->tokens = flowd_xcalloc(1, sizeof(*inst->tokens));
     inst->ntokens = 1;
     inst->tokens[0].node_id = flowd_xstrdup(def->nodes[node].id);
@@ -880,5 +912,95 @@ int engine_park(const struct engine_def *def,
     hist_add(&r, for_node, "MESSAGE_PARKED",
              flowd_xasprintf("early reply %s kept until the instance gets here", message_id));
     inst->updated_ms = now_ms;
+    return 0;
+}
+
+/* ---- subprocesses ---------------------------------------------------------------------- */
+
+static int waiting_call(const struct engine_instance *inst, const char *call_id)
+{
+    for (size_t i = 0; i < inst->ntokens; i++)
+        if (inst->tokens[i].state == ENGINE_TOKEN_WAITING_SUBPROCESS && inst->tokens[i].call_id &&
+            strcmp(inst->tokens[i].call_id, call_id) == 0)
+            return (int)i;
+    return -1;
+}
+
+int engine_call_bind(struct engine_instance *parent, const char *call_id, int64_t child_id)
+{
+    int ti = parent->state == ENGINE_STARTED ? waiting_call(parent, call_id) : -1;
+    if (ti < 0)
+        return FLOWD_ERR_NOWAIT;
+    parent->tokens[ti].child_id = child_id;
+    return 0;
+}
+
+int engine_call_done(const struct engine_def *def,
+                     struct engine_instance *parent,
+                     const char *call_id,
+                     const struct engine_instance *child,
+                     const char *why,
+                     int64_t now_ms,
+                     struct engine_effects *fx,
+                     char *errstr,
+                     size_t errstr_size)
+{
+    if (parent->state != ENGINE_STARTED)
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_NOWAIT,
+                            "instance %" PRId64 " is %s, not STARTED", parent->id,
+                            engine_state_name(parent->state));
+    if (!runs_def(def, parent, errstr, errstr_size))
+        return FLOWD_ERR_INVAL;
+    int ti = waiting_call(parent, call_id);
+    int node = ti < 0 ? -1 : engine_def_find(def, parent->tokens[ti].node_id);
+    if (node < 0)
+        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_NOWAIT,
+                            "instance %" PRId64 " does not wait for call %s", parent->id, call_id);
+    const struct engine_node *n = &def->nodes[node];
+    struct engine_token *tok = &parent->tokens[ti];
+    int64_t child_id = child ? child->id : tok->child_id;
+    free(tok->call_id);
+    tok->call_id = NULL;
+    tok->child_id = 0;
+    tok->state = ENGINE_TOKEN_ACTIVE;
+    parent->updated_ms = now_ms;
+
+    struct run r = {.def = def, .inst = parent, .fx = fx, .now = now_ms};
+    if (child && child->state == ENGINE_FINISHED) {
+        map_reply(parent, n, child->data);
+        if (n->call_key_name)
+            data_set(parent->data, n->call_key_name, cJSON_Duplicate(child->data, 1));
+        hist_add(&r, n->id, "SUBPROCESS_COMPLETED",
+                 flowd_xasprintf("instance %" PRId64 " of '%s'", child_id, n->call_key));
+        walk(&r, (size_t)ti, n->next);
+        finish_run(&r);
+        return 0;
+    }
+    const char *reason = child ? (child->error                        ? child->error
+                                  : child->state == ENGINE_TERMINATED ? "it was cancelled"
+                                                                      : "it did not finish")
+                               : (why ? why : "it could not be started");
+    char *msg = child ? flowd_xasprintf(
+                            "subprocess '%s' (instance %" PRId64 " of '%s') %s: %s", n->id,
+                            child_id, n->call_key,
+                            child->state == ENGINE_TERMINATED ? "was cancelled" : "failed", reason)
+                      : flowd_xasprintf("subprocess '%s' (process '%s') could not start: %s", n->id,
+                                        n->call_key, reason);
+    if (n->call_key_name) {
+        cJSON *err = cJSON_CreateObject();
+        flowd_assert(err != NULL);
+        cJSON_AddStringToObject(err, "errorMessage", reason);
+        if (child_id)
+            cJSON_AddNumberToObject(err, "instanceId", (double)child_id);
+        data_set(parent->data, n->call_key_name, err);
+    }
+    if (n->error_next < 0) {
+        fail_instance(&r, n->id, msg);
+        finish_run(&r);
+        return 0;
+    }
+    hist_add(&r, n->id, "SUBPROCESS_FAILED", msg);
+    walk(&r, (size_t)ti, n->error_next);
+    finish_run(&r);
     return 0;
 }

@@ -21,6 +21,9 @@ struct store_options {
     const char *synchronous; /* sqlite: "FULL" (default) or "NORMAL"; postgresql:
                                 synchronous_commit on (FULL) or off (NORMAL) */
     const char *dsn;         /* postgresql: libpq connection string */
+    int node_id;             /* engine.node-id: stamps the outbox rows this handle writes */
+    int claim_node;          /* postgresql: hold node_id for the life of the connection (a
+                                session advisory lock), refused if another process holds it */
 };
 
 struct store_def_row {
@@ -39,6 +42,7 @@ struct store_instance_row {
     const char *state; /* engine_state_name() */
     const char *blob;  /* engine_instance_to_json() */
     int64_t started_ms, updated_ms;
+    int64_t due_ms; /* engine_instance_next_due(): when a timer of it falls due, 0 if none */
 };
 
 struct store_outbox_row {
@@ -97,8 +101,8 @@ struct store_methods {
     /* Every version of every definition, oldest first. */
     int (*x_def_scan)(struct store *st, store_def_cb *cb, void *ctx);
 
-    /* Highest instance id in use (0 when none): the daemon allocates above it. */
-    int (*x_instance_max_id)(struct store *st, int64_t *max_id);
+    /* Highest instance id in [lo, hi) (0 when none): a node allocates above it in its range. */
+    int (*x_instance_max_id)(struct store *st, int64_t lo, int64_t hi, int64_t *max_id);
     /* Insert or replace. */
     int (*x_instance_put)(struct store *st, const struct store_instance_row *row);
     /* FLOWD_ERR_NOTFOUND if absent. *blob is malloc'ed; caller frees. */
@@ -119,7 +123,8 @@ struct store_methods {
                         const struct store_outbox_row *row,
                         int64_t now_ms,
                         int64_t *id);
-    /* Unsent rows in id order, at most limit. */
+    /* Unsent rows in id order, at most limit. PostgreSQL: only this node's rows (the others are
+     * published by their own node, or adopted with x_outbox_adopt when it is gone). */
     int (*x_outbox_scan_unsent)(struct store *st, size_t limit, store_outbox_cb *cb, void *ctx);
     int (*x_outbox_mark_sent)(struct store *st, const int64_t *ids, size_t n, int64_t now_ms);
     /* Queues the message with message_id again (re-publish, same content and messageId) as a
@@ -158,6 +163,26 @@ struct store_methods {
     int (*x_outbox_count_unsent)(struct store *st, int64_t *n);
     /* Forgets an inbox key (a replayed dead letter must not be dropped as a duplicate). */
     int (*x_inbox_forget)(struct store *st, const char *key);
+
+    /* ---- version 3: several flowd nodes on one store (schema migration 3) ---- */
+    /* As x_instance_get, inside a transaction, and in PostgreSQL the row stays locked (FOR
+     * UPDATE) until the transaction ends: every transition of an instance is serialized, on
+     * whichever node it happens. */
+    int (*x_instance_lock)(struct store *st, int64_t id, char **blob);
+    /* Locks and reads the STARTED instances among ids (n of them), in id order (so that two
+     * nodes locking overlapping sets cannot deadlock); cb gets each one found. */
+    int (*x_instance_lock_many)(
+        struct store *st, const int64_t *ids, size_t n, store_instance_cb *cb, void *ctx);
+    /* STARTED instances with 0 < due_ms <= now_ms, earliest first, at most limit, locked; rows
+     * another transaction holds are skipped (FOR UPDATE SKIP LOCKED), so each due instance is
+     * fired by exactly one node. */
+    int (*x_instance_claim_due)(
+        struct store *st, int64_t now_ms, size_t limit, store_instance_cb *cb, void *ctx);
+    /* Earliest due_ms of a STARTED instance (0 if none). */
+    int (*x_instance_next_due)(struct store *st, int64_t *due_ms);
+    /* Makes this node the publisher of the unsent outbox rows of nodes that are gone (whose
+     * connection no longer holds their node id); *n gets how many. SQLite: nothing to do. */
+    int (*x_outbox_adopt)(struct store *st, int64_t *n);
 };
 
 /* The backends. */

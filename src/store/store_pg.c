@@ -39,10 +39,12 @@
 
 #include "../common/banned.h"
 
-#define PG_MAX_PARAMS 8
+#define PG_MAX_PARAMS 9
 #define PG_SCAN_PAGE  512
 /* Serializes schema migrations of concurrent flowd processes (pg_advisory_xact_lock key). */
 #define PG_MIGRATE_LOCK 0x666c6f7764LL
+/* pg_try_advisory_lock(PG_NODE_LOCK, node id): held by a node's write connection while it runs. */
+#define PG_NODE_LOCK 1718382455 /* "flow" */
 
 /* ---- schema --------------------------------------------------------------------------- */
 
@@ -100,6 +102,13 @@ static const char *const pg_migrations[] = {
     "CREATE INDEX instances_def_key ON instances (def_key, id);"
     "CREATE INDEX instances_started ON instances (started_ms);"
     "CREATE INDEX outbox_topic ON outbox (topic, id);",
+
+    /* 2 -> 3: several nodes: due times any node can claim; outbox rows published by the node
+     * that wrote them (or adopted them). */
+    "ALTER TABLE instances ADD COLUMN due_ms BIGINT NOT NULL DEFAULT 0;"
+    "CREATE INDEX instances_due ON instances (due_ms) WHERE state = 'STARTED' AND due_ms > 0;"
+    "ALTER TABLE outbox ADD COLUMN node_id INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX outbox_unsent_node ON outbox (node_id, id) WHERE sent_ms IS NULL;",
 };
 
 const int store_pg_schema_version = (int)(sizeof(pg_migrations) / sizeof(pg_migrations[0]));
@@ -129,6 +138,11 @@ enum stmt_id {
     S_OUT_GET,
     S_OUT_COUNT_UNSENT,
     S_IN_FORGET,
+    S_INST_LOCK,
+    S_INST_LOCK_MANY,
+    S_INST_CLAIM_DUE,
+    S_INST_NEXT_DUE,
+    S_OUT_ADOPT,
     S_COUNT
 };
 
@@ -148,15 +162,17 @@ static const char *const stmt_sql[S_COUNT] = {
                   " SELECT version, uuid, 1 FROM ins"
                   " UNION ALL SELECT version, uuid, 0 FROM newest WHERE json = $2::text",
     [S_DEF_SCAN] = "SELECT key, version, uuid, json, created_ms FROM definitions ORDER BY seq",
-    [S_INST_MAX_ID] = "SELECT coalesce(max(id), 0)::bigint FROM instances",
+    [S_INST_MAX_ID] = "SELECT coalesce(max(id), 0)::bigint FROM instances"
+                      " WHERE id >= $1::bigint AND id < $2::bigint",
     /* An upsert on id: a uuid already used by another id fails (23505), never replaces it. */
     [S_INST_PUT] = "INSERT INTO instances"
-                   " (id, uuid, def_key, def_version, state, blob, started_ms, updated_ms)"
-                   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                   " (id, uuid, def_key, def_version, state, blob, started_ms, updated_ms, due_ms)"
+                   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                    " ON CONFLICT (id) DO UPDATE SET uuid = excluded.uuid,"
                    " def_key = excluded.def_key, def_version = excluded.def_version,"
                    " state = excluded.state, blob = excluded.blob,"
-                   " started_ms = excluded.started_ms, updated_ms = excluded.updated_ms",
+                   " started_ms = excluded.started_ms, updated_ms = excluded.updated_ms,"
+                   " due_ms = excluded.due_ms",
     [S_INST_GET] = "SELECT blob FROM instances WHERE id = $1::bigint",
     [S_INST_BY_UUID] = "SELECT id FROM instances WHERE uuid = $1::text",
     [S_INST_SCAN_ACTIVE] = "SELECT id, uuid, def_key, def_version, state, blob, started_ms,"
@@ -170,16 +186,16 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_HIST_SCAN] = "SELECT seq, node_id, state, at_ms, detail FROM history"
                     " WHERE instance_id = $1::bigint ORDER BY seq",
     [S_OUT_ADD] = "INSERT INTO outbox"
-                  " (instance_id, message_id, topic, key, value, headers, created_ms)"
-                  " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                  " (instance_id, message_id, topic, key, value, headers, created_ms, node_id)"
+                  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     [S_OUT_SCAN_UNSENT] = "SELECT " OUTBOX_COLS " FROM outbox WHERE sent_ms IS NULL"
-                          " ORDER BY id LIMIT $1::bigint",
+                          " AND node_id = $2::integer ORDER BY id LIMIT $1::bigint",
     [S_OUT_MARK_SENT] = "UPDATE outbox SET sent_ms = $2::bigint WHERE id = ANY ($1::bigint[])",
     /* a copy, not an update: the original may still be in flight, and its delivery report
      * (mark_sent by row id) must not cancel the re-send */
     [S_OUT_REQUEUE] = "INSERT INTO outbox (instance_id, message_id, topic, key, value, headers,"
-                      " created_ms, sent_ms) SELECT instance_id, message_id, topic, key, value,"
-                      " headers, created_ms, NULL FROM outbox WHERE id ="
+                      " created_ms, sent_ms, node_id) SELECT instance_id, message_id, topic, key,"
+                      " value, headers, created_ms, NULL, $2::integer FROM outbox WHERE id ="
                       " (SELECT max(id) FROM outbox WHERE message_id = $1::text)",
     [S_OUT_PURGE] = "DELETE FROM outbox WHERE sent_ms IS NOT NULL AND ((topic <> $2::text AND"
                     " sent_ms < $1::bigint AND instance_id NOT IN (SELECT id FROM instances WHERE"
@@ -200,6 +216,24 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_OUT_GET] = "SELECT " OUTBOX_COLS " FROM outbox WHERE id = $1::bigint",
     [S_OUT_COUNT_UNSENT] = "SELECT count(*) FROM outbox WHERE sent_ms IS NULL",
     [S_IN_FORGET] = "DELETE FROM inbox WHERE key = $1::text",
+    [S_INST_LOCK] = "SELECT blob FROM instances WHERE id = $1::bigint FOR UPDATE",
+    /* the sort is below the row locks: rows are locked in id order */
+    [S_INST_LOCK_MANY] = "SELECT id, uuid, def_key, def_version, state, blob, started_ms,"
+                         " updated_ms FROM instances WHERE id = ANY ($1::bigint[])"
+                         " AND state = 'STARTED' ORDER BY id FOR UPDATE",
+    [S_INST_CLAIM_DUE] = "SELECT id, uuid, def_key, def_version, state, blob, started_ms,"
+                         " updated_ms FROM instances WHERE state = 'STARTED' AND due_ms > 0"
+                         " AND due_ms <= $1::bigint ORDER BY due_ms LIMIT $2::bigint"
+                         " FOR UPDATE SKIP LOCKED",
+    [S_INST_NEXT_DUE] = "SELECT coalesce(min(due_ms), 0)::bigint FROM instances"
+                        " WHERE state = 'STARTED' AND due_ms > 0",
+    /* A node is alive while its write connection holds its node lock (pg_locks shows it). */
+    [S_OUT_ADOPT] = "UPDATE outbox SET node_id = $1::integer WHERE sent_ms IS NULL"
+                    " AND node_id <> $1::integer AND NOT EXISTS (SELECT 1 FROM pg_locks l"
+                    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
+                    " AND l.database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())"
+                    " AND l.classid = $2::bigint::oid AND l.objid = outbox.node_id::bigint::oid)",
 };
 
 struct store {
@@ -208,6 +242,8 @@ struct store {
     int synchronous;   /* 1: synchronous_commit on */
     int tx_open;       /* a transaction was begun by x_begin and not ended */
     int busy[S_COUNT]; /* scans in progress (re-entry check) */
+    int node_id;       /* stamped on the outbox rows written */
+    int claim_node;    /* holds the node lock (again after a reconnect) */
 };
 
 /* Parameters of one call. Text values must live for the call only. */
@@ -377,6 +413,25 @@ static int session_setup(struct store *st, char *errstr, size_t n)
         return err;
     }
     PQclear(res);
+    if (st->claim_node) {
+        char sql2[96];
+        snprintf(sql2, sizeof(sql2), "SELECT pg_try_advisory_lock(%d, %d)", PG_NODE_LOCK,
+                 st->node_id);
+        res = PQexec(st->conn, sql2);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            int err = flowd_seterr(errstr, n, map_result(st, res), "store: %s: %s: %s", st->label,
+                                   sql2, PQresultErrorMessage(res));
+            PQclear(res);
+            return err;
+        }
+        int got = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        PQclear(res);
+        if (!got)
+            return flowd_seterr(errstr, n, FLOWD_ERR_EXISTS,
+                                "store: engine.node-id %d is in use by another flowd connected "
+                                "to %s; give each node its own engine.node-id",
+                                st->node_id, st->label);
+    }
     for (int i = 0; i < S_COUNT; i++) {
         char name[16];
         snprintf(name, sizeof(name), "flowd_%d", i);
@@ -588,10 +643,13 @@ static int pg_def_scan(struct store *st, store_def_cb *cb, void *ctx)
 
 /* ---- instances ------------------------------------------------------------------------ */
 
-static int pg_instance_max_id(struct store *st, int64_t *max_id)
+static int pg_instance_max_id(struct store *st, int64_t lo, int64_t hi, int64_t *max_id)
 {
+    struct params p = {0};
+    p_i64(&p, lo);
+    p_i64(&p, hi);
     PGresult *res;
-    int err = run(st, S_INST_MAX_ID, NULL, "instance_max_id", &res);
+    int err = run(st, S_INST_MAX_ID, &p, "instance_max_id", &res);
     if (!err)
         *max_id = PQntuples(res) ? col_i64(res, 0, 0) : 0;
     PQclear(res);
@@ -611,6 +669,7 @@ static int pg_instance_put(struct store *st, const struct store_instance_row *r)
     p_text(&p, r->blob);
     p_i64(&p, r->started_ms);
     p_i64(&p, r->updated_ms);
+    p_i64(&p, r->due_ms);
     return run(st, S_INST_PUT, &p, "instance_put", NULL);
 }
 
@@ -786,6 +845,7 @@ pg_outbox_add(struct store *st, const struct store_outbox_row *r, int64_t now_ms
         p_text(&p, NULL);
     p_text(&p, r->headers);
     p_i64(&p, now_ms);
+    p_i64(&p, st->node_id);
     PGresult *res;
     int err = run(st, S_OUT_ADD, &p, "outbox_add", &res);
     if (!err && id)
@@ -821,6 +881,7 @@ static int pg_outbox_scan_unsent(struct store *st, size_t limit, store_outbox_cb
         return err;
     struct params p = {0};
     p_limit(&p, limit);
+    p_i64(&p, st->node_id);
     PGresult *res;
     err = run(st, S_OUT_SCAN_UNSENT, &p, what, &res);
     for (int i = 0; !err && i < PQntuples(res); i++) {
@@ -859,6 +920,7 @@ static int pg_outbox_requeue(struct store *st, const char *message_id, int *n)
         return fail_inval(st, "outbox_requeue", "message_id is required");
     struct params p = {0};
     p_text(&p, message_id);
+    p_i64(&p, st->node_id);
     PGresult *res;
     int err = run(st, S_OUT_REQUEUE, &p, "outbox_requeue", &res);
     if (!err && n)
@@ -1006,6 +1068,93 @@ static int pg_inbox_forget(struct store *st, const char *key)
     return run(st, S_IN_FORGET, &p, "inbox_forget", NULL);
 }
 
+/* ---- several nodes -------------------------------------------------------------------- */
+
+static int pg_instance_lock(struct store *st, int64_t id, char **blob)
+{
+    struct params p = {0};
+    p_i64(&p, id);
+    PGresult *res;
+    int err = run(st, S_INST_LOCK, &p, "instance_lock", &res);
+    if (err)
+        return err;
+    if (PQntuples(res) == 0)
+        err = FLOWD_ERR_NOTFOUND;
+    else
+        *blob = flowd_xstrndup(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+    PQclear(res);
+    return err;
+}
+
+/* Rows of an instance query, given to cb (the result is read whole first). */
+static int instance_rows(
+    struct store *st, enum stmt_id id, const struct params *p, store_instance_cb *cb, void *ctx)
+{
+    const char *what = id == S_INST_CLAIM_DUE ? "instance_claim_due" : "instance_lock_many";
+    int err = scan_enter(st, id, what);
+    if (err)
+        return err;
+    PGresult *res;
+    err = run(st, id, p, what, &res);
+    for (int i = 0; !err && i < PQntuples(res); i++) {
+        struct store_instance_row r;
+        instance_row_of(res, i, &r);
+        err = cb(ctx, &r);
+    }
+    PQclear(res);
+    st->busy[id] = 0;
+    return err;
+}
+
+static int pg_instance_lock_many(
+    struct store *st, const int64_t *ids, size_t n, store_instance_cb *cb, void *ctx)
+{
+    if (n == 0)
+        return 0;
+    struct buf arr = BUF_INIT;
+    buf_addc(&arr, '{');
+    for (size_t i = 0; i < n; i++)
+        buf_printf(&arr, "%s%" PRId64, i ? "," : "", ids[i]);
+    buf_addc(&arr, '}');
+    struct params p = {0};
+    p_text(&p, buf_str(&arr));
+    int err = instance_rows(st, S_INST_LOCK_MANY, &p, cb, ctx);
+    buf_release(&arr);
+    return err;
+}
+
+static int pg_instance_claim_due(
+    struct store *st, int64_t now_ms, size_t limit, store_instance_cb *cb, void *ctx)
+{
+    struct params p = {0};
+    p_i64(&p, now_ms);
+    p_limit(&p, limit);
+    return instance_rows(st, S_INST_CLAIM_DUE, &p, cb, ctx);
+}
+
+static int pg_instance_next_due(struct store *st, int64_t *due_ms)
+{
+    PGresult *res;
+    int err = run(st, S_INST_NEXT_DUE, NULL, "instance_next_due", &res);
+    if (!err)
+        *due_ms = PQntuples(res) ? col_i64(res, 0, 0) : 0;
+    PQclear(res);
+    return err;
+}
+
+static int pg_outbox_adopt(struct store *st, int64_t *n)
+{
+    struct params p = {0};
+    p_i64(&p, st->node_id);
+    p_i64(&p, PG_NODE_LOCK);
+    PGresult *res;
+    int err = run(st, S_OUT_ADOPT, &p, "outbox_adopt", &res);
+    if (!err && n)
+        *n = changed(res);
+    PQclear(res);
+    return err;
+}
+
 /* ---- open and close ------------------------------------------------------------------- */
 
 static void pg_close(struct store *st)
@@ -1123,6 +1272,8 @@ static int pg_open(const struct store_options *opt, struct store **out, char *er
 
     struct store *st = flowd_xcalloc(1, sizeof(*st));
     st->synchronous = synchronous;
+    st->node_id = opt->node_id;
+    st->claim_node = opt->claim_node;
     int err;
     st->conn = PQconnectdb(opt->dsn);
     if (!st->conn) {
@@ -1157,7 +1308,7 @@ err:
 }
 
 const struct store_methods store_pg_methods = {
-    2,
+    3,
     "postgresql",
     pg_open,
     pg_close,
@@ -1186,4 +1337,9 @@ const struct store_methods store_pg_methods = {
     pg_outbox_get,
     pg_outbox_count_unsent,
     pg_inbox_forget,
+    pg_instance_lock,
+    pg_instance_lock_many,
+    pg_instance_claim_due,
+    pg_instance_next_due,
+    pg_outbox_adopt,
 };

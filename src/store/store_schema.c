@@ -59,6 +59,11 @@ const char *const store_sqlite_migrations[] = {
     "CREATE INDEX instances_def_key ON instances (def_key, id);"
     "CREATE INDEX instances_started ON instances (started_ms);"
     "CREATE INDEX outbox_topic ON outbox (topic, id);",
+
+    /* 2 -> 3: due times in the table (x_instance_claim_due; the PostgreSQL schema has the same
+     * for several nodes). */
+    "ALTER TABLE instances ADD COLUMN due_ms INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX instances_due ON instances (due_ms) WHERE state = 'STARTED' AND due_ms > 0;",
 };
 
 const int store_sqlite_schema_version =

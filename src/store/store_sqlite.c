@@ -63,6 +63,9 @@ enum stmt_id {
     S_OUT_GET,
     S_OUT_COUNT_UNSENT,
     S_IN_FORGET,
+    S_INST_GET_STARTED,
+    S_INST_CLAIM_DUE,
+    S_INST_NEXT_DUE,
     S_COUNT
 };
 
@@ -76,16 +79,17 @@ static const char *const stmt_sql[S_COUNT] = {
                      " VALUES (?1, ?2, ?3, ?4, ?5)",
     /* rowid is insertion order: "oldest first" even if the wall clock went backwards. */
     [S_DEF_SCAN] = "SELECT key, version, uuid, json, created_ms FROM definitions ORDER BY rowid",
-    [S_INST_MAX_ID] = "SELECT coalesce(max(id), 0) FROM instances",
+    [S_INST_MAX_ID] = "SELECT coalesce(max(id), 0) FROM instances WHERE id >= ?1 AND id < ?2",
     /* An upsert on id, not INSERT OR REPLACE: a uuid already used by another id must fail, not
      * silently delete that other instance. */
     [S_INST_PUT] = "INSERT INTO instances"
-                   " (id, uuid, def_key, def_version, state, blob, started_ms, updated_ms)"
-                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                   " (id, uuid, def_key, def_version, state, blob, started_ms, updated_ms, due_ms)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
                    " ON CONFLICT (id) DO UPDATE SET uuid = excluded.uuid,"
                    " def_key = excluded.def_key, def_version = excluded.def_version,"
                    " state = excluded.state, blob = excluded.blob,"
-                   " started_ms = excluded.started_ms, updated_ms = excluded.updated_ms",
+                   " started_ms = excluded.started_ms, updated_ms = excluded.updated_ms,"
+                   " due_ms = excluded.due_ms",
     [S_INST_GET] = "SELECT blob FROM instances WHERE id = ?1",
     [S_INST_BY_UUID] = "SELECT id FROM instances WHERE uuid = ?1",
     [S_INST_SCAN_ACTIVE] = "SELECT id, uuid, def_key, def_version, state, blob, started_ms,"
@@ -126,6 +130,13 @@ static const char *const stmt_sql[S_COUNT] = {
                   " created_ms, coalesce(sent_ms, 0) FROM outbox WHERE id = ?1",
     [S_OUT_COUNT_UNSENT] = "SELECT count(*) FROM outbox WHERE sent_ms IS NULL",
     [S_IN_FORGET] = "DELETE FROM inbox WHERE key = ?1",
+    [S_INST_GET_STARTED] = "SELECT id, uuid, def_key, def_version, state, blob, started_ms,"
+                           " updated_ms FROM instances WHERE id = ?1 AND state = 'STARTED'",
+    [S_INST_CLAIM_DUE] = "SELECT id, uuid, def_key, def_version, state, blob, started_ms,"
+                         " updated_ms FROM instances WHERE state = 'STARTED' AND due_ms > 0"
+                         " AND due_ms <= ?1 ORDER BY due_ms LIMIT ?2",
+    [S_INST_NEXT_DUE] = "SELECT coalesce(min(due_ms), 0) FROM instances"
+                        " WHERE state = 'STARTED' AND due_ms > 0",
 };
 
 struct store {
@@ -415,9 +426,11 @@ static int sq_def_scan(struct store *st, store_def_cb *cb, void *ctx)
 
 /* ---- instances ------------------------------------------------------------------------ */
 
-static int sq_instance_max_id(struct store *st, int64_t *max_id)
+static int sq_instance_max_id(struct store *st, int64_t lo, int64_t hi, int64_t *max_id)
 {
     sqlite3_stmt *s = st->stmt[S_INST_MAX_ID];
+    bind_int64(st, s, 1, lo);
+    bind_int64(st, s, 2, hi);
     int row;
     int err = step(st, s, "instance_max_id", &row);
     if (!err)
@@ -439,6 +452,7 @@ static int sq_instance_put(struct store *st, const struct store_instance_row *r)
     bind_text(st, s, 6, r->blob);
     bind_int64(st, s, 7, r->started_ms);
     bind_int64(st, s, 8, r->updated_ms);
+    bind_int64(st, s, 9, r->due_ms);
     return exec_stmt(st, S_INST_PUT, "instance_put");
 }
 
@@ -474,13 +488,11 @@ static int sq_instance_id_by_uuid(struct store *st, const char *uuid, int64_t *i
     return err;
 }
 
-static int sq_instance_scan_active(struct store *st, store_instance_cb *cb, void *ctx)
+/* Steps s (bound by the caller) and gives each instance row to cb; resets s. */
+static int
+instance_rows(struct store *st, sqlite3_stmt *s, const char *what, store_instance_cb *cb, void *ctx)
 {
-    const char *what = "instance_scan_active";
-    int err = scan_enter(st, S_INST_SCAN_ACTIVE, what);
-    if (err)
-        return err;
-    sqlite3_stmt *s = st->stmt[S_INST_SCAN_ACTIVE];
+    int err;
     for (;;) {
         int row;
         if ((err = step(st, s, what, &row)) || !row)
@@ -500,6 +512,15 @@ static int sq_instance_scan_active(struct store *st, store_instance_cb *cb, void
     }
     sqlite3_reset(s);
     return err;
+}
+
+static int sq_instance_scan_active(struct store *st, store_instance_cb *cb, void *ctx)
+{
+    const char *what = "instance_scan_active";
+    int err = scan_enter(st, S_INST_SCAN_ACTIVE, what);
+    if (err)
+        return err;
+    return instance_rows(st, st->stmt[S_INST_SCAN_ACTIVE], what, cb, ctx);
 }
 
 static int sq_instance_count_by_state(struct store *st,
@@ -816,6 +837,60 @@ static int sq_inbox_forget(struct store *st, const char *key)
     return exec_stmt(st, S_IN_FORGET, "inbox_forget");
 }
 
+/* ---- several nodes (one writer at a time: a transaction locks the whole database) ---- */
+
+static int sq_instance_lock(struct store *st, int64_t id, char **blob)
+{
+    return sq_instance_get(st, id, blob);
+}
+
+static int sq_instance_lock_many(
+    struct store *st, const int64_t *ids, size_t n, store_instance_cb *cb, void *ctx)
+{
+    const char *what = "instance_lock_many";
+    int err = scan_enter(st, S_INST_GET_STARTED, what);
+    if (err)
+        return err;
+    sqlite3_stmt *s = st->stmt[S_INST_GET_STARTED];
+    for (size_t i = 0; !err && i < n; i++) {
+        bind_int64(st, s, 1, ids[i]);
+        err = instance_rows(st, s, what, cb, ctx);
+    }
+    return err;
+}
+
+static int sq_instance_claim_due(
+    struct store *st, int64_t now_ms, size_t limit, store_instance_cb *cb, void *ctx)
+{
+    const char *what = "instance_claim_due";
+    int err = scan_enter(st, S_INST_CLAIM_DUE, what);
+    if (err)
+        return err;
+    sqlite3_stmt *s = st->stmt[S_INST_CLAIM_DUE];
+    bind_int64(st, s, 1, now_ms);
+    bind_int64(st, s, 2, limit > (size_t)INT64_MAX ? -1 : (int64_t)limit);
+    return instance_rows(st, s, what, cb, ctx);
+}
+
+static int sq_instance_next_due(struct store *st, int64_t *due_ms)
+{
+    sqlite3_stmt *s = st->stmt[S_INST_NEXT_DUE];
+    int row;
+    int err = step(st, s, "instance_next_due", &row);
+    if (!err)
+        *due_ms = row ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return err;
+}
+
+static int sq_outbox_adopt(struct store *st, int64_t *n)
+{
+    (void)st;
+    if (n)
+        *n = 0; /* one node: every row is its own */
+    return 0;
+}
+
 /* ---- open and close ------------------------------------------------------------------- */
 
 static void sq_close(struct store *st)
@@ -1017,7 +1092,7 @@ err:
 }
 
 const struct store_methods store_sqlite_methods = {
-    2,
+    3,
     "sqlite",
     sq_open,
     sq_close,
@@ -1046,4 +1121,9 @@ const struct store_methods store_sqlite_methods = {
     sq_outbox_get,
     sq_outbox_count_unsent,
     sq_inbox_forget,
+    sq_instance_lock,
+    sq_instance_lock_many,
+    sq_instance_claim_due,
+    sq_instance_next_due,
+    sq_outbox_adopt,
 };

@@ -446,7 +446,8 @@ static void put_instance(struct fixture *fx, int64_t id, const char *state, cons
 {
     char uuid[37];
     snprintf(uuid, sizeof(uuid), "00000000-0000-4000-8000-%012" PRId64, id);
-    struct store_instance_row r = {id, uuid, "credit-check", 1, state, blob, 1000 + id, 2000 + id};
+    struct store_instance_row r = {id,   uuid,      "credit-check", 1, state,
+                                   blob, 1000 + id, 2000 + id,      0};
     assert_int_equal(fx->m->x_instance_put(fx->st, &r), 0);
 }
 
@@ -505,7 +506,7 @@ static void test_open_creates_empty_store(void **state)
 {
     struct fixture *fx = *state;
     int64_t max = -1;
-    assert_int_equal(fx->m->x_instance_max_id(fx->st, &max), 0);
+    assert_int_equal(fx->m->x_instance_max_id(fx->st, 0, INT64_MAX, &max), 0);
     assert_int_equal(max, 0);
     struct buf b = BUF_INIT;
     assert_int_equal(fx->m->x_def_scan(fx->st, collect_def, &b), 0);
@@ -564,7 +565,7 @@ static void test_migrations_are_idempotent_across_reopens(void **state)
     for (int i = 0; i < 3; i++)
         fx_reopen(fx);
     int64_t max = 0;
-    assert_int_equal(fx->m->x_instance_max_id(fx->st, &max), 0);
+    assert_int_equal(fx->m->x_instance_max_id(fx->st, 0, INT64_MAX, &max), 0);
     assert_int_equal(max, 1);
     if (!fx->be->get_schema_version)
         return;
@@ -599,7 +600,7 @@ static void test_open_accepts_synchronous_normal(void **state)
     fx->opt.synchronous = "full";
     fx_reopen(fx);
     int64_t max = 0;
-    assert_int_equal(fx->m->x_instance_max_id(fx->st, &max), 0);
+    assert_int_equal(fx->m->x_instance_max_id(fx->st, 0, INT64_MAX, &max), 0);
     assert_int_equal(max, 1);
 }
 
@@ -724,9 +725,9 @@ static void test_lost_connection_is_again_then_reconnects(void **state)
     put_instance(fx, 1, "STARTED", "{}");
     fx->be->kill_connections(fx);
     int64_t max = 0;
-    assert_int_equal(fx->m->x_instance_max_id(fx->st, &max), FLOWD_ERR_AGAIN);
+    assert_int_equal(fx->m->x_instance_max_id(fx->st, 0, INT64_MAX, &max), FLOWD_ERR_AGAIN);
     /* the next call reconnects */
-    assert_int_equal(fx->m->x_instance_max_id(fx->st, &max), 0);
+    assert_int_equal(fx->m->x_instance_max_id(fx->st, 0, INT64_MAX, &max), 0);
     assert_int_equal(max, 1);
 
     /* inside a transaction: everything is AGAIN until the rollback, and nothing was kept */
@@ -734,7 +735,7 @@ static void test_lost_connection_is_again_then_reconnects(void **state)
     put_instance(fx, 2, "STARTED", "{}");
     fx->be->kill_connections(fx);
     struct store_instance_row r = {
-        3, "00000000-0000-4000-8000-000000000003", "k", 1, "STARTED", "{}", 1, 1};
+        3, "00000000-0000-4000-8000-000000000003", "k", 1, "STARTED", "{}", 1, 1, 0};
     assert_int_equal(fx->m->x_instance_put(fx->st, &r), FLOWD_ERR_AGAIN);
     assert_int_equal(fx->m->x_instance_put(fx->st, &r), FLOWD_ERR_AGAIN);
     assert_int_equal(fx->m->x_commit(fx->st), FLOWD_ERR_AGAIN);
@@ -742,13 +743,13 @@ static void test_lost_connection_is_again_then_reconnects(void **state)
     char *blob = NULL;
     assert_int_equal(fx->m->x_instance_get(fx->st, 2, &blob), FLOWD_ERR_NOTFOUND);
     assert_int_equal(fx->m->x_instance_get(fx->st, 3, &blob), FLOWD_ERR_NOTFOUND);
-    assert_int_equal(fx->m->x_instance_max_id(fx->st, &max), 0);
+    assert_int_equal(fx->m->x_instance_max_id(fx->st, 0, INT64_MAX, &max), 0);
     assert_int_equal(max, 1);
     /* and the handle works normally again */
     assert_int_equal(fx->m->x_begin(fx->st), 0);
     put_instance(fx, 4, "STARTED", "{}");
     assert_int_equal(fx->m->x_commit(fx->st), 0);
-    assert_int_equal(fx->m->x_instance_max_id(fx->st, &max), 0);
+    assert_int_equal(fx->m->x_instance_max_id(fx->st, 0, INT64_MAX, &max), 0);
     assert_int_equal(max, 4);
 }
 
@@ -761,7 +762,7 @@ static void test_commit_after_failed_statement_never_claims_dropped_work(void **
     assert_int_equal(fx->m->x_begin(fx->st), 0);
     put_instance(fx, 2, "STARTED", "{}");
     struct store_instance_row r = {
-        3, "00000000-0000-4000-8000-000000000001", "k", 1, "STARTED", "{}", 1, 1};
+        3, "00000000-0000-4000-8000-000000000001", "k", 1, "STARTED", "{}", 1, 1, 0};
     assert_int_equal(fx->m->x_instance_put(fx->st, &r), FLOWD_ERR_EXISTS);
     int rc = fx->m->x_commit(fx->st);
     char *blob = NULL;
@@ -907,7 +908,7 @@ static void test_instance_put_with_uuid_of_another_instance_is_exists(void **sta
     struct fixture *fx = *state;
     put_instance(fx, 1, "STARTED", "{}");
     struct store_instance_row r = {
-        2, "00000000-0000-4000-8000-000000000001", "k", 1, "STARTED", "{}", 1, 1};
+        2, "00000000-0000-4000-8000-000000000001", "k", 1, "STARTED", "{}", 1, 1, 0};
     assert_int_equal(fx->m->x_instance_put(fx->st, &r), FLOWD_ERR_EXISTS);
     int64_t id = 0;
     assert_int_equal(
@@ -942,7 +943,7 @@ static void test_instance_max_id_is_highest_id(void **state)
     put_instance(fx, 1000, "FINISHED", "{}");
     put_instance(fx, 20, "STARTED", "{}");
     int64_t max = 0;
-    assert_int_equal(fx->m->x_instance_max_id(fx->st, &max), 0);
+    assert_int_equal(fx->m->x_instance_max_id(fx->st, 0, INT64_MAX, &max), 0);
     assert_int_equal(max, 1000);
 }
 
@@ -1247,7 +1248,7 @@ static void run_throughput(struct fixture *fx, const char *sync)
             char uuid[37], mid[48];
             snprintf(uuid, sizeof(uuid), "00000000-0000-4000-8000-%012d", j + 1);
             snprintf(mid, sizeof(mid), "%s:ask:1", uuid);
-            struct store_instance_row r = {j + 1, uuid, "k", 1, "STARTED", blob, j, j};
+            struct store_instance_row r = {j + 1, uuid, "k", 1, "STARTED", blob, j, j, 0};
             assert_int_equal(fx->m->x_instance_put(fx->st, &r), 0);
             struct engine_history h = {1, "start", "STARTED", j, NULL};
             assert_int_equal(fx->m->x_history_add(fx->st, j + 1, &h), 0);
@@ -1279,7 +1280,7 @@ static void put_instance_kv(
 {
     char uuid[37];
     snprintf(uuid, sizeof(uuid), "00000000-0000-4000-8000-%012" PRId64, id);
-    struct store_instance_row r = {id, uuid, key, 1, state, "{}", started_ms, started_ms};
+    struct store_instance_row r = {id, uuid, key, 1, state, "{}", started_ms, started_ms, 0};
     assert_int_equal(fx->m->x_instance_put(fx->st, &r), 0);
 }
 
@@ -1387,6 +1388,138 @@ static void test_inbox_forget_makes_a_key_new_again(void **state)
 
 /* ---- runner --------------------------------------------------------------------------- */
 
+
+/* ---- version 3: several nodes ----------------------------------------------------------- */
+
+static void put_due(struct fixture *fx, int64_t id, const char *state, int64_t due)
+{
+    char uuid[37];
+    snprintf(uuid, sizeof(uuid), "00000000-0000-4000-8000-%012" PRId64, id);
+    struct store_instance_row r = {id, uuid, "k", 1, state, "{}", 1, 1, due};
+    assert_int_equal(fx->m->x_instance_put(fx->st, &r), 0);
+}
+
+static void test_instance_max_id_stays_in_its_range(void **state)
+{
+    struct fixture *fx = *state;
+    const int64_t node1 = 1000, node2 = 2000; /* the ranges of two nodes */
+    put_instance(fx, node1 + 7, "STARTED", "{}");
+    put_instance(fx, node2 + 3, "STARTED", "{}");
+    int64_t max = -1;
+    assert_int_equal(fx->m->x_instance_max_id(fx->st, node1, node2, &max), 0);
+    assert_int_equal(max, node1 + 7);
+    assert_int_equal(fx->m->x_instance_max_id(fx->st, 0, node1, &max), 0);
+    assert_int_equal(max, 0);
+}
+
+static void test_instance_lock_reads_and_lock_many_takes_started_ones_in_id_order(void **state)
+{
+    struct fixture *fx = *state;
+    put_instance(fx, 9, "STARTED", "{\"n\":9}");
+    put_instance(fx, 4, "STARTED", "{\"n\":4}");
+    put_instance(fx, 6, "FINISHED", "{\"n\":6}");
+    assert_int_equal(fx->m->x_begin(fx->st), 0);
+    char *blob = NULL;
+    assert_int_equal(fx->m->x_instance_lock(fx->st, 9, &blob), 0);
+    assert_string_equal(blob, "{\"n\":9}");
+    free(blob);
+    assert_int_equal(fx->m->x_instance_lock(fx->st, 77, &blob), FLOWD_ERR_NOTFOUND);
+    int64_t ids[] = {4, 6, 9, 12};
+    struct buf b = BUF_INIT;
+    assert_int_equal(fx->m->x_instance_lock_many(fx->st, ids, 4, collect_instance, &b), 0);
+    assert_string_equal(buf_str(&b), "4:STARTED:{\"n\":4};9:STARTED:{\"n\":9};");
+    buf_release(&b);
+    assert_int_equal(fx->m->x_commit(fx->st), 0);
+}
+
+static void test_instance_claim_due_takes_due_started_ones_earliest_first(void **state)
+{
+    struct fixture *fx = *state;
+    put_due(fx, 1, "STARTED", 500);
+    put_due(fx, 2, "STARTED", 100);
+    put_due(fx, 3, "STARTED", 0);    /* nothing due */
+    put_due(fx, 4, "FINISHED", 50);  /* ended */
+    put_due(fx, 5, "STARTED", 9000); /* later */
+    put_due(fx, 6, "STARTED", 300);
+    int64_t next = -1;
+    assert_int_equal(fx->m->x_instance_next_due(fx->st, &next), 0);
+    assert_int_equal(next, 100);
+    assert_int_equal(fx->m->x_begin(fx->st), 0);
+    struct buf b = BUF_INIT;
+    assert_int_equal(fx->m->x_instance_claim_due(fx->st, 1000, 2, collect_instance, &b), 0);
+    assert_string_equal(buf_str(&b), "2:STARTED:{};6:STARTED:{};");
+    buf_reset(&b);
+    assert_int_equal(fx->m->x_instance_claim_due(fx->st, 1000, 10, collect_instance, &b), 0);
+    assert_string_equal(buf_str(&b), "2:STARTED:{};6:STARTED:{};1:STARTED:{};");
+    buf_release(&b);
+    assert_int_equal(fx->m->x_commit(fx->st), 0);
+}
+
+static void test_claim_due_skips_rows_another_transaction_holds(void **state)
+{
+    struct fixture *fx = *state;
+    if (fx->be->one_writer)
+        skip(); /* SQLite: one writer at a time, nothing to skip */
+    put_due(fx, 1, "STARTED", 100);
+    put_due(fx, 2, "STARTED", 200);
+    struct store *other = NULL;
+    assert_int_equal(fx->m->x_open(&fx->opt, &other, fx->errstr, sizeof(fx->errstr)), 0);
+    assert_int_equal(fx->m->x_begin(other), 0);
+    char *blob = NULL;
+    assert_int_equal(fx->m->x_instance_lock(other, 1, &blob), 0);
+    free(blob);
+    assert_int_equal(fx->m->x_begin(fx->st), 0);
+    struct buf b = BUF_INIT;
+    assert_int_equal(fx->m->x_instance_claim_due(fx->st, 1000, 10, collect_instance, &b), 0);
+    assert_string_equal(buf_str(&b), "2:STARTED:{};"); /* 1 is held: skipped, not waited for */
+    buf_release(&b);
+    assert_int_equal(fx->m->x_commit(fx->st), 0);
+    assert_int_equal(fx->m->x_commit(other), 0);
+    fx->m->x_close(other);
+}
+
+static int collect_message_id(void *ctx, const struct store_outbox_row *row)
+{
+    buf_printf(ctx, "%s;", row->message_id);
+    return 0;
+}
+
+static void test_node_id_is_held_once_and_outbox_of_a_gone_node_is_adopted(void **state)
+{
+    struct fixture *fx = *state;
+    if (fx->be->one_writer)
+        skip(); /* SQLite: one node; adopting finds nothing */
+    struct store_options o1 = fx->opt, o2 = fx->opt;
+    o1.node_id = 1;
+    o1.claim_node = 1;
+    o2.node_id = 2;
+    o2.claim_node = 1;
+    struct store *n1 = NULL, *n2 = NULL, *again = NULL;
+    assert_int_equal(fx->m->x_open(&o1, &n1, fx->errstr, sizeof(fx->errstr)), 0);
+    assert_int_equal(fx->m->x_open(&o1, &again, fx->errstr, sizeof(fx->errstr)), FLOWD_ERR_EXISTS);
+    assert_non_null(strstr(fx->errstr, "engine.node-id 1 is in use by another flowd"));
+    assert_int_equal(fx->m->x_open(&o2, &n2, fx->errstr, sizeof(fx->errstr)), 0);
+    struct store_outbox_row row = {0, 1, "m-of-2", "t", NULL, "v", 1, NULL};
+    assert_int_equal(fx->m->x_outbox_add(n2, &row, 1, NULL), 0);
+    int64_t n = -1;
+    assert_int_equal(fx->m->x_outbox_adopt(n1, &n), 0);
+    assert_int_equal(n, 0); /* node 2 is alive */
+    struct buf b = BUF_INIT;
+    assert_int_equal(fx->m->x_outbox_scan_unsent(n1, 10, collect_message_id, &b), 0);
+    assert_string_equal(buf_str(&b), ""); /* not node 1's */
+    fx->m->x_close(n2);
+    for (int i = 0; i < 50 && n == 0; i++) { /* the server notices the closed connection */
+        assert_int_equal(fx->m->x_outbox_adopt(n1, &n), 0);
+        if (!n)
+            usleep(20000);
+    }
+    assert_int_equal(n, 1);
+    assert_int_equal(fx->m->x_outbox_scan_unsent(n1, 10, collect_message_id, &b), 0);
+    assert_string_equal(buf_str(&b), "m-of-2;");
+    buf_release(&b);
+    fx->m->x_close(n1);
+}
+
 #define T(f) cmocka_unit_test_prestate_setup_teardown(f, setup, teardown, NULL)
 
 int main(void)
@@ -1443,6 +1576,11 @@ int main(void)
         T(test_instance_list_filters_and_pages_newest_first),
         T(test_outbox_list_topic_and_get_return_rows_with_their_times),
         T(test_inbox_forget_makes_a_key_new_again),
+        T(test_instance_max_id_stays_in_its_range),
+        T(test_instance_lock_reads_and_lock_many_takes_started_ones_in_id_order),
+        T(test_instance_claim_due_takes_due_started_ones_earliest_first),
+        T(test_claim_due_skips_rows_another_transaction_holds),
+        T(test_node_id_is_held_once_and_outbox_of_a_gone_node_is_adopted),
         T(test_throughput_is_printed),
     };
     int failed = 0;
