@@ -2,8 +2,8 @@
 """multinode.py - `make bench-multinode`: flowd with 1, 2 and 3 nodes on one PostgreSQL, in one run.
 
 One private PostgreSQL (tests/lib/pg.sh; a fresh database per node count), one standalone mock
-Kafka cluster (`flowd kafka --brokers 3`), one SDK echo connector and the bench-echo process
-(start -> send -> receive the echo -> end) for every node count. For each count: the nodes start
+Kafka cluster (`flowd kafka --brokers 3 --partitions 6`), one SDK echo connector and the
+bench-echo process (start -> send -> receive the echo -> end) for every node count. For each count: the nodes start
 (engine.node-id 1..n, one consumer group), bench-echo is deployed through node 1, a warm-up runs,
 then a closed loop keeps K instances in flight (starts round-robin over the nodes' HTTP APIs)
 until COUNT completed. Latency is start-to-complete as the store has it: updated_ms - started_ms
@@ -108,8 +108,9 @@ class Bench:
         with open(os.path.join(self.work, "pg", "data", "postmaster.pid")) as f:
             self.pg_pid = int(f.readline())
         boot_file = os.path.join(self.work, "kafka.bootstrap")
-        self.kafka = self.spawn("kafka", [self.flowd, "kafka", "--brokers", "3",
-                                          "--bootstrap-file", boot_file])
+        # 6 partitions: an equal share of every topic for 1, 2 or 3 nodes
+        self.kafka = self.spawn("kafka", [self.flowd, "kafka", "--brokers", "3", "--partitions",
+                                          "6", "--bootstrap-file", boot_file])
         for _ in range(100):
             if os.path.exists(boot_file) and open(boot_file).read().strip():
                 break

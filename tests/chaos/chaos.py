@@ -117,6 +117,7 @@ def req(port, method, path, body=None, timeout=10):
 
 class Chaos:
     WORKDIR_PREFIX = "flowd-chaos."
+    KAFKA_ARGS = []  # more `flowd kafka` options
 
     def __init__(self, args):
         self.args = args
@@ -160,7 +161,8 @@ class Chaos:
         self.kafka_bootstrap_file = os.path.join(self.dir, "kafka.bootstrap")
         self.kafka_args = []
         self.kafka = self.spawn("kafka", [self.flowd_bin, "kafka", "--brokers", "3", "--control",
-                                          "--bootstrap-file", self.kafka_bootstrap_file],
+                                          "--bootstrap-file", self.kafka_bootstrap_file] +
+                                self.KAFKA_ARGS,
                                 stdin=subprocess.PIPE)
         for _ in range(100):
             if os.path.exists(self.kafka_bootstrap_file) and \

@@ -2,8 +2,8 @@
 """multinode.py - several flowd nodes sharing the work on one PostgreSQL, with a node SIGKILLed.
 
 One private PostgreSQL (tests/lib/pg.sh), one standalone mock Kafka cluster (`flowd kafka
---brokers 3`), N flowd nodes (engine.node-id 1..N, each its own http.port and data dir, one
-consumer group), the fake legacy system and the C quickstart connector. The chaos processes
+--brokers 3 --partitions 6`), N flowd nodes (engine.node-id 1..N, each its own http.port and data
+dir, one consumer group), the fake legacy system and the C quickstart connector. The chaos processes
 (tests/chaos: one send/receive, two sends in a row, customer-onboarding's gateway) are deployed
 through node 1; then M instances are started round-robin over the nodes' HTTP APIs (a start that
 fails goes to the next node and is retried). For each of --kills rounds, a random running node is
@@ -88,6 +88,7 @@ class Node:
 
 class MultiNode(chaos.Chaos):
     WORKDIR_PREFIX = "flowd-multinode."
+    KAFKA_ARGS = ["--partitions", "6"]  # an equal share for 1, 2 or 3 nodes (default 4)
 
     def __init__(self, args):
         super().__init__(args)
