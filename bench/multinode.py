@@ -5,10 +5,10 @@ One private PostgreSQL (tests/lib/pg.sh; a fresh database per node count), one s
 Kafka cluster (`flowd kafka --brokers 3 --partitions 6`), one SDK echo connector and the
 bench-echo process (start -> send -> receive the echo -> end) for every node count. For each
 count: the nodes start (engine.node-id 1..n, one consumer group), bench-echo is deployed through
-node 1, a warm-up runs, then a closed loop keeps K instances in flight (starts round-robin over the nodes' HTTP APIs)
-until COUNT completed. Latency is start-to-complete as the store has it: updated_ms - started_ms
-of the FINISHED row (the HTTP request itself is not in it). The driver counts the STARTED rows
-every POLL_MS to refill, which may delay a refill by that much.
+node 1, a warm-up runs, then a closed loop keeps K instances in flight (starts round-robin over
+the nodes' HTTP APIs) until COUNT completed. Latency is start-to-complete as the store has it:
+updated_ms - started_ms of the FINISHED row (the HTTP request itself is not in it). The driver
+counts the STARTED rows every POLL_MS to refill, which may delay a refill by that much.
 
 CPU per process comes from /proc/<pid>/stat (utime + stime; for PostgreSQL the postmaster, its
 live children and the children that exited), as cores used over the measured interval: their sum
