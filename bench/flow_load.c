@@ -23,6 +23,7 @@
 #define START_TOPIC "ai.flowx.dev.core.trigger.start.process.v1"
 
 static rd_kafka_t *prod;
+static rd_kafka_topic_t *start_rkt;
 static sqlite3 *db;
 static sqlite3_stmt *q_max, *q_started;
 static int64_t base;
@@ -76,11 +77,11 @@ static void start_one(const char *process, long seq)
                      "{\"t0\": %lld, \"request\": {\"seq\": %ld, \"text\": \"hello\"}}",
                      (long long)wall_ms(), seq);
     rd_kafka_resp_err_t err;
-    while ((err = rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(START_TOPIC),
-                                    RD_KAFKA_V_VALUE(body, (size_t)n),
-                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                    RD_KAFKA_V_HEADER("Fx-ProcessName", process, -1),
-                                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+    while (
+        (err = rd_kafka_producev(prod, RD_KAFKA_V_RKT(start_rkt), RD_KAFKA_V_VALUE(body, (size_t)n),
+                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                 RD_KAFKA_V_HEADER("Fx-ProcessName", process, -1),
+                                 RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
         rd_kafka_poll(prod, 10);
     if (err) {
         fprintf(stderr, "flow_load: produce: %s\n", rd_kafka_err2str(err));
@@ -213,6 +214,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "flow_load: %s\n", errstr);
         return 1;
     }
+    /* librdkafka 2.0 looks up a topic first named in rd_kafka_producev() only at its 1 s topic
+     * scan (librdkafka issue #3202): the first starts would wait up to 1 s before they leave
+     * and that second would be counted against flowd. Know the topic before the clock starts. */
+    start_rkt = rd_kafka_topic_new(prod, START_TOPIC, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t merr = rd_kafka_metadata(prod, 0, start_rkt, &md, 10000);
+    if (merr) {
+        fprintf(stderr, "flow_load: metadata of %s: %s\n", START_TOPIC, rd_kafka_err2str(merr));
+        return 1;
+    }
+    rd_kafka_metadata_destroy(md);
     if (sqlite3_open_v2(argv[3], &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM instances WHERE ?1 >= 0", -1,
                            &q_max, NULL) != SQLITE_OK ||
@@ -275,6 +287,7 @@ int main(int argc, char **argv)
     sqlite3_finalize(q_max);
     sqlite3_finalize(q_started);
     sqlite3_close(db);
+    rd_kafka_topic_destroy(start_rkt);
     rd_kafka_destroy(prod);
     return 0;
 }

@@ -19,6 +19,12 @@
 
 #include "../common/banned.h"
 
+/* A producer topic handle, kept for the life of the bus (see bus_topic()). */
+struct bus_topic {
+    char *name;
+    rd_kafka_topic_t *rkt;
+};
+
 struct bus {
     const struct flowd_config *cfg;
     rd_kafka_t *mock_rk; /* owns the embedded cluster, NULL on a real cluster */
@@ -32,7 +38,9 @@ struct bus {
     void *ctx;
     int in_flight;
     atomic_int ready;
-    int64_t probe_at_us; /* not ready: when to ask the brokers again */
+    int64_t probe_at_us;      /* not ready: when to ask the brokers again */
+    struct bus_topic *topics; /* producer topic handles, loop thread only */
+    size_t ntopics, topics_cap;
 };
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -247,6 +255,11 @@ void bus_free(struct bus *bus, int flush_ms)
         rd_kafka_consumer_close(bus->consumer);
         rd_kafka_destroy(bus->consumer);
     }
+    for (size_t i = 0; i < bus->ntopics; i++) {
+        rd_kafka_topic_destroy(bus->topics[i].rkt);
+        free(bus->topics[i].name);
+    }
+    free(bus->topics);
     if (bus->producer) {
         if (flush_ms > 0 && rd_kafka_flush(bus->producer, flush_ms) != 0)
             FLOWD_LOG(LOG_WARN, LOG_SUB_KAFKA,
@@ -377,6 +390,29 @@ void bus_wakeup(struct bus *bus)
     rd_kafka_queue_yield(bus->consumer_q);
 }
 
+/* The producer's handle of topic, created on first use. Produce through it, never by name:
+ * librdkafka 2.0 does not look up the metadata of a topic first named in rd_kafka_producev()
+ * until its 1 s topic scan (librdkafka issue #3202), so the first messages to each topic could
+ * wait up to a second; rd_kafka_topic_new() asks for the metadata at once. The lookup also
+ * replaces librdkafka's own by-name lookup (under its handle lock) on every message. */
+static rd_kafka_topic_t *bus_topic(struct bus *bus, const char *topic)
+{
+    for (size_t i = 0; i < bus->ntopics; i++)
+        if (strcmp(bus->topics[i].name, topic) == 0)
+            return bus->topics[i].rkt;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(bus->producer, topic, NULL);
+    if (!rkt)
+        return NULL;
+    if (bus->ntopics == bus->topics_cap) {
+        bus->topics_cap = bus->topics_cap ? bus->topics_cap * 2 : 8;
+        bus->topics = flowd_xrealloc(bus->topics, bus->topics_cap * sizeof(*bus->topics));
+    }
+    bus->topics[bus->ntopics].name = flowd_xstrdup(topic);
+    bus->topics[bus->ntopics].rkt = rkt;
+    bus->ntopics++;
+    return rkt;
+}
+
 int bus_produce(struct bus *bus,
                 const char *topic,
                 const char *key,
@@ -386,11 +422,17 @@ int bus_produce(struct bus *bus,
                 size_t nhdrs,
                 int64_t outbox_id)
 {
+    rd_kafka_topic_t *rkt = bus_topic(bus, topic);
+    if (!rkt) {
+        FLOWD_LOG(LOG_ERROR, LOG_SUB_KAFKA, "cannot produce to %s: %s", topic,
+                  rd_kafka_err2str(rd_kafka_last_error()));
+        return FLOWD_ERR_KAFKA;
+    }
     rd_kafka_headers_t *h = rd_kafka_headers_new(nhdrs);
     for (size_t i = 0; i < nhdrs; i++)
         rd_kafka_header_add(h, hdrs[i].name, -1, hdrs[i].value, (ssize_t)hdrs[i].value_len);
     rd_kafka_resp_err_t err = rd_kafka_producev(
-        bus->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+        bus->producer, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
         RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE((void *)(intptr_t)outbox_id), RD_KAFKA_V_END);
     if (err) {

@@ -212,14 +212,24 @@ static const struct flowd_prop props[] = {
           "0",
           0,
           1023,
-          "Id of this node, unique among the flowd nodes sharing a store; part of generated "
-          "ids."),
+          "Id of this node, unique among the flowd nodes sharing a PostgreSQL store (a second "
+          "process with an id in use is refused at start); the high bits of the instance ids "
+          "it creates. See docs/deployment.md, Several nodes."),
     P_INT("engine.batch.max-messages",
           batch_max,
           "500",
           1,
           100000,
           "Most messages applied in one store transaction (group commit)."),
+    P_INT("engine.cache.max-instances",
+          cache_max,
+          "20000",
+          0,
+          10000000,
+          "Most STARTED instances kept in memory between transactions on a store with one writer "
+          "(SQLite); beyond it, instances are evicted in turn and read back from the store when "
+          "a reply or a timer needs them. A shared PostgreSQL store keeps none (other nodes "
+          "write too)."),
     P_INT("engine.batch.max-wait-ms",
           batch_wait_ms,
           "2",

@@ -47,6 +47,7 @@ struct flowd_config {
     /* engine */
     int64_t node_id;             /* engine.node-id */
     int64_t batch_max;           /* engine.batch.max-messages */
+    int64_t cache_max;           /* engine.cache.max-instances */
     int64_t batch_wait_ms;       /* engine.batch.max-wait-ms */
     int64_t early_reply_ttl_ms;  /* engine.early-reply-ttl-ms */
     int64_t outbox_retention_ms; /* engine.retention.outbox-ms */

@@ -892,38 +892,55 @@ out:
     free(c.headers);
 }
 
-static void run_stats(struct batch *b, struct request *r)
+/* One (def_key, waiting) group of the store: its lines "node<TAB>STATE" added to the entries. */
+static int add_waiting(void *ctx, const char *def_key, const char *waiting, int64_t n)
 {
-    struct daemon *d = b->d;
-    cJSON *waiting = cJSON_CreateArray();
-    for (size_t i = 0; i < d->cache.cap; i++) {
-        if (!map_used(&d->cache, i))
-            continue;
-        const struct engine_instance *inst = d->cache.slots[i].val;
-        for (size_t t = 0; t < inst->ntokens; t++) {
-            const struct engine_token *tok = &inst->tokens[t];
-            if (tok->state == ENGINE_TOKEN_ACTIVE)
-                continue;
-            const char *st = engine_token_state_name(tok->state);
+    cJSON *list = ctx;
+    const char *line = waiting;
+    while (line && *line) {
+        const char *tab = strchr(line, '\t');
+        const char *end = strchr(line, '\n');
+        if (!end)
+            end = line + strlen(line);
+        if (tab && tab < end) {
+            char node[256], st[64];
+            snprintf(node, sizeof(node), "%.*s", (int)(tab - line), line);
+            snprintf(st, sizeof(st), "%.*s", (int)(end - tab - 1), tab + 1);
             cJSON *entry = NULL, *it;
-            cJSON_ArrayForEach(it, waiting)
+            cJSON_ArrayForEach(it, list)
             {
-                if (!entry && strcmp(json_str(it, "process"), inst->def_key) == 0 &&
-                    strcmp(json_str(it, "node"), tok->node_id) == 0 &&
+                if (!entry && strcmp(json_str(it, "process"), def_key) == 0 &&
+                    strcmp(json_str(it, "node"), node) == 0 &&
                     strcmp(json_str(it, "state"), st) == 0)
                     entry = it;
             }
             if (!entry) {
                 entry = cJSON_CreateObject();
-                cJSON_AddStringToObject(entry, "process", inst->def_key);
-                cJSON_AddStringToObject(entry, "node", tok->node_id);
+                cJSON_AddStringToObject(entry, "process", def_key);
+                cJSON_AddStringToObject(entry, "node", node);
                 cJSON_AddStringToObject(entry, "state", st);
                 cJSON_AddNumberToObject(entry, "count", 0);
-                cJSON_AddItemToArray(waiting, entry);
+                cJSON_AddItemToArray(list, entry);
             }
             cJSON *c = cJSON_GetObjectItemCaseSensitive(entry, "count");
-            cJSON_SetNumberValue(c, c->valuedouble + 1);
+            cJSON_SetNumberValue(c, c->valuedouble + (double)n);
         }
+        line = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+static void run_stats(struct batch *b, struct request *r)
+{
+    struct daemon *d = b->d;
+    /* from the store: the instances are not all in memory (and, shared, other nodes move them) */
+    cJSON *waiting = cJSON_CreateArray();
+    int rc = d->store.m->x_instance_count_waiting(d->store.st, add_waiting, waiting);
+    if (rc) {
+        cJSON_Delete(waiting);
+        r->rc = rc;
+        snprintf(r->errstr, sizeof(r->errstr), "the store failed: %s", flowd_err_str(rc));
+        return;
     }
     r->result = cJSON_CreateObject();
     cJSON_AddItemToObject(r->result, "waiting", waiting);

@@ -1,4 +1,7 @@
-/* cluster.c - several flowd nodes on one shared store (PostgreSQL).
+/* cluster.c - the instances a batch works on, and several flowd nodes on one shared store.
+ *
+ * One node (SQLite): instances stay cached between batches, up to engine.cache.max-instances
+ * (cluster_trim); due instances are found in the store (the due_ms column) and fired.
  *
  * Any node may consume the reply for any instance (the consumer group shares the partitions) and
  * any node may find an instance due, so the store is the only truth and the instance row is the
@@ -61,14 +64,20 @@ static int cmp_id(const void *a, const void *b)
 struct adopt_ctx {
     struct daemon *d;
     size_t n;
+    int64_t *ids; /* claim: the ids of the rows, or NULL */
 };
 
-/* Puts a locked row into the cache (the batch's working set). */
+/* Puts a row read (and locked) by this batch into the cache, unless it is there already (one
+ * writer: the cached copy is the same). */
 static int cache_row(void *ctx, const struct store_instance_row *row)
 {
     struct adopt_ctx *a = ctx;
-    if (map_get(&a->d->cache, row->id))
+    if (a->ids)
+        a->ids[a->n] = row->id;
+    if (map_get(&a->d->cache, row->id)) {
+        a->n++;
         return 0;
+    }
     char err[FLOWD_ERRSTR_SIZE];
     struct engine_instance *inst =
         engine_instance_from_json(row->blob, strlen(row->blob), err, sizeof(err));
@@ -85,7 +94,7 @@ static int cache_row(void *ctx, const struct store_instance_row *row)
 int cluster_prelock(struct batch *b, rd_kafka_message_t **msgs, size_t n)
 {
     struct daemon *d = b->d;
-    if (!d->shared || n == 0)
+    if (n == 0)
         return 0;
     int64_t *ids = flowd_xmalloc(n * sizeof(*ids));
     size_t k = 0;
@@ -99,7 +108,7 @@ int cluster_prelock(struct batch *b, rd_kafka_message_t **msgs, size_t n)
     for (size_t i = 0; i < k; i++)
         if (!u || ids[u - 1] != ids[i])
             ids[u++] = ids[i];
-    struct adopt_ctx a = {d, 0};
+    struct adopt_ctx a = {d, 0, NULL};
     int rc = u ? d->store.m->x_instance_lock_many(d->store.st, ids, u, cache_row, &a) : 0;
     free(ids);
     return rc;
@@ -109,22 +118,31 @@ int cluster_claim_due(struct batch *b)
 {
     struct daemon *d = b->d;
     int64_t *ids = flowd_xmalloc(CLAIM_MAX * sizeof(*ids));
-    struct adopt_ctx a = {d, 0};
-    /* the rows come back in the cache (the batch's working set): fire those that are due */
+    struct adopt_ctx a = {d, 0, ids};
     int rc = d->store.m->x_instance_claim_due(d->store.st, b->now, CLAIM_MAX, cache_row, &a);
-    size_t n = 0;
-    for (size_t i = 0; !rc && i < d->cache.cap && n < CLAIM_MAX; i++) {
-        if (!map_used(&d->cache, i))
-            continue;
-        const struct engine_instance *inst = d->cache.slots[i].val;
-        int64_t due = engine_instance_next_due(inst);
-        if (due && due <= b->now)
-            ids[n++] = inst->id;
-    }
-    for (size_t i = 0; !rc && i < n; i++)
+    for (size_t i = 0; !rc && i < a.n; i++)
         rc = timers_fire(d, b, ids[i]);
+    if (!rc && a.n == CLAIM_MAX)
+        d->poll_at_us = 0; /* more may be due: look again at once */
     free(ids);
     return rc;
+}
+
+void cluster_trim(struct daemon *d)
+{
+    size_t max = (size_t)d->cfg->cache_max;
+    if (d->shared || d->cache.len <= max)
+        return;
+    /* evict from a cursor that goes round the table: cheap, and an instance used now and then
+     * is read back from the store when next needed */
+    size_t target = max - max / 8;
+    for (size_t seen = 0; d->cache.len > target && seen < d->cache.cap; seen++) {
+        size_t i = d->trim_at++ & (d->cache.cap - 1);
+        if (!map_used(&d->cache, i))
+            continue;
+        struct engine_instance *inst = map_del(&d->cache, d->cache.slots[i].key);
+        engine_instance_free(inst);
+    }
 }
 
 void cluster_forget(struct daemon *d)
@@ -139,10 +157,8 @@ void cluster_forget(struct daemon *d)
 
 int cluster_tick(struct daemon *d)
 {
-    if (!d->shared)
-        return 0;
     int64_t now = clock_mono_us();
-    if (now >= d->adopt_at_us) {
+    if (d->shared && now >= d->adopt_at_us) {
         d->adopt_at_us = now + CLUSTER_ADOPT_MS * 1000;
         int64_t n = 0;
         if (d->store.m->x_outbox_adopt(d->store.st, &n) == 0 && n > 0) {

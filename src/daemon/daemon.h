@@ -138,9 +138,8 @@ struct daemon {
     int64_t defs_read_us;     /* shared: when the definitions were last read from the store */
     struct map cache;         /* instance id -> struct engine_instance* (STARTED only) */
     struct timer_heap timers; /* due times of cached instances */
-    int64_t *reload;          /* instances a failed transaction evicted, to read back */
-    size_t nreload, reload_cap;
-    int64_t next_seq; /* instance ids: node_id << INSTANCE_ID_NODE_SHIFT | next_seq */
+    size_t trim_at;           /* cluster_trim's cursor */
+    int64_t next_seq;         /* instance ids: node_id << INSTANCE_ID_NODE_SHIFT | next_seq */
 
     /* request queue */
     pthread_mutex_t q_lock;
@@ -181,15 +180,17 @@ struct batch;
 /* Inside a batch: fires what fell due for instance id (re-sends, timeout path, incident). */
 int timers_fire(struct daemon *d, struct batch *b, int64_t id);
 
-/* cluster.c: a shared store (d->shared); each is a no-op without one. */
+/* cluster.c: the batch's instances; a shared store (d->shared). */
 /* Locks and caches the instances msgs are for, in id order. 0 or a store error. */
 int cluster_prelock(struct batch *b, rd_kafka_message_t **msgs, size_t n);
 /* Claims the instances that are due (SKIP LOCKED) and fires them. 0 or a store error. */
 int cluster_claim_due(struct batch *b);
 /* Drops the batch's instances from the cache (after its commit or rollback). */
 void cluster_forget(struct daemon *d);
-/* Housekeeping between batches: adopts the outbox rows of nodes that are gone; returns 1 when
- * some instance in the store is due (time for cluster_claim_due). */
+/* One node: evicts instances beyond engine.cache.max-instances (after a commit). */
+void cluster_trim(struct daemon *d);
+/* Between batches: adopts the outbox rows of nodes that are gone (shared); every 100 ms returns 1
+ * when some instance in the store is due (time for cluster_claim_due). */
 int cluster_tick(struct daemon *d);
 
 /* recover.c */

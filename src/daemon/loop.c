@@ -3,8 +3,13 @@
  *
  * Invariants: offsets are committed only after the store commit; a message leaves only after the
  * transaction that produced it committed (outbox), and is marked sent only after Kafka acknowledged
- * it; a failed transaction changes nothing: its instances are evicted from the cache (reloaded from
+ * it; a failed transaction changes nothing: its instances are evicted from the cache (read from
  * the store on next use) and its messages are consumed again.
+ *
+ * The cache holds instances between transactions only when this flowd is the store's one writer
+ * (SQLite), at most engine.cache.max-instances of them; everything else is read from the store
+ * when needed, so memory does not grow with the number of waiting instances. Due instances are
+ * claimed from the store (cluster_claim_due), whether cached or not.
  */
 #include "daemon.h"
 
@@ -468,7 +473,7 @@ static void batch_release(struct batch *b)
 /* Evicts what the failed transaction touched: the store has the truth. */
 static void batch_abort(struct daemon *d, struct batch *b)
 {
-    if (d->shared) { /* nothing is kept between batches: the store has it all */
+    if (d->shared) { /* nothing is kept between batches */
         b->ntouched = 0;
         cluster_forget(d);
         return;
@@ -477,51 +482,9 @@ static void batch_abort(struct daemon *d, struct batch *b)
         struct engine_instance *inst = b->touched[i];
         if (map_get(&d->cache, inst->id) == inst)
             map_del(&d->cache, inst->id);
-        /* the cache holds every waiting instance (timers depend on it): read it back */
-        if (d->nreload == d->reload_cap) {
-            d->reload_cap = d->reload_cap ? d->reload_cap * 2 : 64;
-            d->reload = flowd_xrealloc(d->reload, d->reload_cap * sizeof(*d->reload));
-        }
-        d->reload[d->nreload++] = inst->id;
         engine_instance_free(inst);
     }
     b->ntouched = 0;
-}
-
-/* Reads back the instances a failed transaction evicted. Keeps the ones the store cannot give
- * yet for the next try. */
-static void reload_evicted(struct daemon *d)
-{
-    size_t keep = 0;
-    for (size_t i = 0; i < d->nreload; i++) {
-        int64_t id = d->reload[i];
-        if (map_get(&d->cache, id))
-            continue;
-        char *blob = NULL;
-        int rc = d->store.m->x_instance_get(d->store.st, id, &blob);
-        if (rc == FLOWD_ERR_NOTFOUND)
-            continue; /* started in the failed batch: it never existed */
-        if (rc) {
-            d->reload[keep++] = id;
-            continue;
-        }
-        char err[FLOWD_ERRSTR_SIZE];
-        struct engine_instance *inst =
-            engine_instance_from_json(blob, strlen(blob), err, sizeof(err));
-        free(blob);
-        if (!inst || inst->state != ENGINE_STARTED) {
-            if (!inst)
-                FLOWD_LOG(LOG_ERROR, LOG_SUB_STORE, "instance %lld cannot be read: %s",
-                          (long long)id, err);
-            engine_instance_free(inst);
-            continue;
-        }
-        map_put(&d->cache, id, inst);
-        int64_t due = engine_instance_next_due(inst);
-        if (due)
-            timers_push(d, id, due);
-    }
-    d->nreload = keep;
 }
 
 static int save_touched(struct daemon *d, struct batch *b)
@@ -529,6 +492,7 @@ static int save_touched(struct daemon *d, struct batch *b)
     for (size_t i = 0; i < b->ntouched; i++) {
         struct engine_instance *inst = b->touched[i];
         char *blob = engine_instance_to_json(inst);
+        char *waiting = engine_instance_waiting(inst);
         struct store_instance_row row = {
             .id = inst->id,
             .uuid = inst->uuid,
@@ -539,25 +503,25 @@ static int save_touched(struct daemon *d, struct batch *b)
             .started_ms = inst->started_ms,
             .updated_ms = inst->updated_ms,
             .due_ms = engine_instance_next_due(inst),
+            .waiting = waiting,
         };
         int rc = d->store.m->x_instance_put(d->store.st, &row);
         free(blob);
+        free(waiting);
         if (rc)
             return rc;
     }
     return 0;
 }
 
-/* Runs one transaction over msgs, requests, delivered ids and due instances (claim: those in a
- * shared store). Returns 0 or the store error. */
+/* Runs one transaction over msgs, requests, delivered ids and (claim) the instances that are
+ * due. Returns 0 or the store error. */
 static int run_batch(struct daemon *d,
                      rd_kafka_message_t **msgs,
                      size_t nmsgs,
                      struct request *reqs,
                      int64_t *sent,
                      size_t nsent,
-                     const int64_t *due_ids,
-                     size_t ndue,
                      int claim)
 {
     struct batch b;
@@ -584,8 +548,6 @@ static int run_batch(struct daemon *d,
     }
     for (size_t i = 0; i < nmsgs && !rc; i++)
         rc = reply_handle(d, &b, msgs[i]);
-    for (size_t i = 0; i < ndue && !rc; i++)
-        rc = timers_fire(d, &b, due_ids[i]);
     if (!rc && claim)
         rc = cluster_claim_due(&b);
     if (!rc)
@@ -656,6 +618,7 @@ static int run_batch(struct daemon *d,
         }
     }
     cluster_forget(d);
+    cluster_trim(d);
     batch_release(&b);
     return 0;
 }
@@ -741,8 +704,6 @@ void loop_run(struct daemon *d)
             purge_at = clock_mono_us() + purge_every_us;
         }
         bus_poll(d->bus, 0);
-        if (d->nreload)
-            reload_evicted(d);
         int timeout = (bus_in_flight(d->bus) || d->nsent) ? 1 : 50;
         int64_t next_due = timers_next(d);
         if (next_due) {
@@ -752,12 +713,9 @@ void loop_run(struct daemon *d)
         if (!nmsgs)
             nmsgs = bus_consume(d->bus, msgs, max, timeout, (int)d->cfg->batch_wait_ms);
         struct request *reqs = take_requests(d);
+        /* due instances are claimed from the store: the heap says when, the store what */
         size_t ndue = timers_take_due(d, clock_wall_ms(), due_ids, 256);
-        int claim = 0;
-        if (d->shared) { /* due instances are claimed from the store, this node's or not */
-            claim = cluster_tick(d) || ndue;
-            ndue = 0;
-        }
+        int claim = cluster_tick(d) || ndue;
         bus_poll(d->bus, 0);
         if (d->resend_needed && !bus_in_flight(d->bus) && !d->nsent)
             loop_publish_unsent(d); /* re-sends, and deliveries that failed */
@@ -766,7 +724,7 @@ void loop_run(struct daemon *d)
             sent_since = clock_mono_us();
         int flush_sent = d->nsent && (d->nsent >= SENT_FLUSH_COUNT ||
                                       clock_mono_us() - sent_since >= SENT_FLUSH_MS * 1000);
-        if (!nmsgs && !reqs && !flush_sent && !ndue && !claim)
+        if (!nmsgs && !reqs && !flush_sent && !claim)
             continue;
 
         int64_t *sent = d->sent_ids;
@@ -778,17 +736,13 @@ void loop_run(struct daemon *d)
         /* after failures, retry fewer messages at a time, so that one message that keeps
          * failing cannot hold back the others */
         size_t take = nmsgs < limit ? nmsgs : limit;
-        int rc = run_batch(d, msgs, take, reqs, sent, nsent, due_ids, ndue, claim);
+        int rc = run_batch(d, msgs, take, reqs, sent, nsent, claim);
         finish_requests(d, reqs);
         if (rc) {
             limit = take > 1 ? take / 2 : 1;
-            /* what fell due is still due: put it back (evicted instances come back through
-             * reload_evicted, with their due times) */
-            for (size_t i = 0; i < ndue; i++) {
-                const struct engine_instance *inst = map_get(&d->cache, due_ids[i]);
-                if (inst && engine_instance_next_due(inst))
-                    timers_push(d, due_ids[i], engine_instance_next_due(inst));
-            }
+            /* what fell due is still due in the store: look again at the retry */
+            if (claim)
+                d->poll_at_us = 0;
             /* keep the messages and the delivered ids for the retry */
             for (size_t i = 0; i < nsent; i++)
                 loop_on_delivery(d, sent[i], 0);

@@ -280,7 +280,6 @@ out:
             engine_instance_free(d->cache.slots[i].val);
     map_release(&d->cache);
     timers_release(d);
-    free(d->reload);
     registry_release(&d->reg);
     if (d->store.st)
         d->store.m->x_close(d->store.st);

@@ -1,8 +1,8 @@
-/* recover.c - startup: load definitions, pick the next instance id, load waiting instances into
- * the cache, and (when the embedded cluster lost its messages with the last process) queue the
- * outstanding requests of waiting instances for re-publishing with their original messageId.
- * With a shared store (several nodes) the waiting instances stay in the store, and definitions
- * deployed through another node are read when first needed (defs_lookup).
+/* recover.c - startup: load definitions, pick the next instance id, count the waiting instances
+ * (they stay in the store until needed) and, when the embedded cluster lost its messages with the
+ * last process, queue their outstanding requests for re-publishing with the original messageId.
+ * With a shared store (several nodes), definitions deployed through another node are read when
+ * first needed (defs_lookup).
  */
 #include "daemon.h"
 
@@ -49,26 +49,6 @@ static int load_def(void *ctx, const struct store_def_row *row)
     }
     registry_add(&l->d->reg, def);
     l->ndefs++;
-    return 0;
-}
-
-static int load_instance(void *ctx, const struct store_instance_row *row)
-{
-    struct load_ctx *l = ctx;
-    struct daemon *d = l->d;
-    char err[FLOWD_ERRSTR_SIZE];
-    struct engine_instance *inst =
-        engine_instance_from_json(row->blob, strlen(row->blob), err, sizeof(err));
-    if (!inst) {
-        FLOWD_LOG(LOG_ERROR, LOG_SUB_STORE, "instance %lld cannot be read: %s", (long long)row->id,
-                  err);
-        return 0;
-    }
-    map_put(&d->cache, inst->id, inst);
-    int64_t due = engine_instance_next_due(inst);
-    if (due)
-        timers_push(d, inst->id, due);
-    l->ninst++;
     return 0;
 }
 
@@ -123,57 +103,35 @@ int recover_load(struct daemon *d, char *errstr, size_t errstr_size)
         return flowd_seterr(errstr, errstr_size, rc, "cannot read instance ids: %s",
                             flowd_err_str(rc));
     d->next_seq = (max_id & ((INT64_C(1) << INSTANCE_ID_NODE_SHIFT) - 1)) + 1;
+    /* the waiting instances stay in the store until a reply or a timer needs them; with the
+     * embedded cluster (its messages died with the last process) their requests are re-published */
     int republish = (int)d->cfg->republish_on_start;
     if (republish < 0)
         republish = bus_is_embedded(d->bus);
-    if (d->shared) {
-        /* the waiting instances stay in the store (any node moves them); with an embedded
-         * cluster (a single node) their requests are still re-published */
-        rc = m->x_instance_count_by_state(d->store.st, count_started, &l);
-        if (!rc && republish && l.ninst) {
-            rc = m->x_begin(d->store.st);
-            if (!rc)
-                rc = m->x_instance_scan_active(d->store.st, requeue_row, &l);
-            if (!rc)
-                rc = m->x_commit(d->store.st);
-            else
-                m->x_rollback(d->store.st);
-        }
-        if (rc)
-            return flowd_seterr(errstr, errstr_size, rc,
-                                "cannot read waiting instances for re-publishing: %s",
-                                flowd_err_str(rc));
-        FLOWD_LOG(LOG_INFO, LOG_SUB_MAIN,
-                  "recovered %zu definition version(s), %zu waiting instance(s), %zu request(s) "
-                  "to re-publish (node %lld of a shared store: instances stay in the store)",
-                  l.ndefs, l.ninst, l.nrequeued, (long long)d->cfg->node_id);
-        return 0;
-    }
-
-    rc = m->x_instance_scan_active(d->store.st, load_instance, &l);
-    if (rc)
-        return flowd_seterr(errstr, errstr_size, rc, "cannot read waiting instances: %s",
-                            flowd_err_str(rc));
-
-    if (republish && l.ninst) {
+    rc = m->x_instance_count_by_state(d->store.st, count_started, &l);
+    if (!rc && republish && l.ninst) {
         rc = m->x_begin(d->store.st);
-        for (size_t i = 0; !rc && i < d->cache.cap; i++) {
-            if (map_used(&d->cache, i))
-                rc = requeue(d, d->cache.slots[i].val, &l.nrequeued);
-        }
+        if (!rc)
+            rc = m->x_instance_scan_active(d->store.st, requeue_row, &l);
         if (!rc)
             rc = m->x_commit(d->store.st);
         else
             m->x_rollback(d->store.st);
-        if (rc)
-            return flowd_seterr(errstr, errstr_size, rc,
-                                "cannot queue outstanding requests for re-publishing: %s",
-                                flowd_err_str(rc));
     }
-    FLOWD_LOG(LOG_INFO, LOG_SUB_MAIN,
-              "recovered %zu definition version(s), %zu waiting instance(s), %zu request(s) to "
-              "re-publish",
-              l.ndefs, l.ninst, l.nrequeued);
+    if (rc)
+        return flowd_seterr(errstr, errstr_size, rc,
+                            "cannot queue outstanding requests for re-publishing: %s",
+                            flowd_err_str(rc));
+    if (d->shared)
+        FLOWD_LOG(LOG_INFO, LOG_SUB_MAIN,
+                  "recovered %zu definition version(s), %zu waiting instance(s), %zu request(s) "
+                  "to re-publish (node %lld of a shared store)",
+                  l.ndefs, l.ninst, l.nrequeued, (long long)d->cfg->node_id);
+    else
+        FLOWD_LOG(LOG_INFO, LOG_SUB_MAIN,
+                  "recovered %zu definition version(s), %zu waiting instance(s), %zu request(s) "
+                  "to re-publish",
+                  l.ndefs, l.ninst, l.nrequeued);
     return 0;
 }
 

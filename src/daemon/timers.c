@@ -1,10 +1,13 @@
-/* timers.c - when instances fall due (receive timeouts), kept in memory.
+/* timers.c - when instances fall due (receive timeouts, timer nodes, early-reply expiry).
  *
- * Every STARTED instance lives in the loop's cache, so due times need no table of their own: a
- * min-heap of (due, instance id) is filled at startup from the recovered instances and after each
- * committed batch from the instances it touched. Entries are never removed in place; a popped
- * entry whose instance no longer has that due time (it got its reply, moved on, ended) is
- * dropped. An instance that fell due while flowd was down fires right after the start.
+ * The store keeps each instance's next due time (instances.due_ms), and due instances are
+ * claimed from it (cluster_claim_due), so nothing is lost when an instance is not in memory, after
+ * a restart, or when another node wrote it. This min-heap of (due, instance id) only says when to
+ * look, to the millisecond, for the instances this process touched: it is filled after each
+ * committed batch. Entries are never removed in place; one whose cached instance no longer has
+ * that due time (it got its reply, moved on, ended) is dropped. The store is also polled every
+ * 100 ms (cluster_tick), which finds the rest: what fell due while flowd was down fires right
+ * after the start.
  */
 #include "daemon.h"
 
@@ -65,14 +68,11 @@ static void pop(struct timer_heap *h)
 int64_t timers_next(struct daemon *d)
 {
     struct timer_heap *h = &d->timers;
-    /* a shared store: the cache is empty between batches and the entry only says when to
-     * claim (cluster_claim_due finds what is really due) */
-    if (d->shared)
-        return h->n ? h->v[0].due : 0;
-    /* drop stale entries at the top so the answer is a real due time */
+    /* drop stale entries at the top; one whose instance is not cached may be real (a shared
+     * store caches nothing between batches): the claim will tell */
     while (h->n) {
-        const struct engine_instance *inst = map_get(&d->cache, h->v[0].id);
-        if (inst && engine_instance_next_due(inst) == h->v[0].due)
+        const struct engine_instance *inst = d->shared ? NULL : map_get(&d->cache, h->v[0].id);
+        if (!inst || engine_instance_next_due(inst) == h->v[0].due)
             return h->v[0].due;
         pop(h);
     }
@@ -102,8 +102,10 @@ int timers_fire(struct daemon *d, struct batch *b, int64_t id)
     if (!inst)
         return 0;
     int64_t due = engine_instance_next_due(inst);
-    if (!due || due > b->now)
+    if (!due || due > b->now) {
+        batch_adopt(b, inst); /* claimed but not due: the store's due_ms was stale; rewrite it */
         return 0;
+    }
     const struct engine_def *def = defs_lookup(d, inst->def_key, inst->def_version);
     if (!def)
         return 0;

@@ -114,6 +114,9 @@ struct engine_instance {
 };
 
 const char *engine_state_name(enum engine_state state); /* "STARTED", ... */
+/* Where a STARTED instance's tokens wait, one "node<TAB>TOKEN_STATE" line per waiting token
+ * ('\n'-separated, in token order; ACTIVE tokens left out), or NULL if none. Caller frees. */
+char *engine_instance_waiting(const struct engine_instance *inst);
 const char *
 engine_token_state_name(enum engine_token_state state); /* "ACTIVE", "WAITING_MESSAGE" */
 

@@ -55,6 +55,21 @@ void engine_instance_free(struct engine_instance *inst)
     free(inst);
 }
 
+char *engine_instance_waiting(const struct engine_instance *inst)
+{
+    if (inst->state != ENGINE_STARTED)
+        return NULL;
+    struct buf b = BUF_INIT;
+    for (size_t i = 0; i < inst->ntokens; i++) {
+        const struct engine_token *tok = &inst->tokens[i];
+        if (tok->state == ENGINE_TOKEN_ACTIVE || tok->state == ENGINE_TOKEN_JOINED)
+            continue;
+        buf_printf(&b, "%s%s\t%s", b.len ? "\n" : "", tok->node_id ? tok->node_id : "",
+                   engine_token_state_name(tok->state));
+    }
+    return b.len ? buf_detach(&b) : (buf_release(&b), NULL);
+}
+
 static void add_str(struct buf *b, const char *s)
 {
     buf_add_json_str(b, s, strlen(s));

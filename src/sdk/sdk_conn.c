@@ -42,6 +42,8 @@ struct flowd_conn {
     char dlq_topic[512];
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
+    rd_kafka_topic_t **out_topics; /* handles of the reply and dead-letter topics */
+    size_t nout_topics;
     struct worker *workers;
     unsigned nworkers;
     pthread_t dr_thread;
@@ -718,6 +720,38 @@ err:
     return NULL;
 }
 
+/* Adds a producer handle for topic unless it has one. */
+static int know_out_topic(struct flowd_conn *conn, const char *topic)
+{
+    for (size_t i = 0; i < conn->nout_topics; i++)
+        if (strcmp(rd_kafka_topic_name(conn->out_topics[i]), topic) == 0)
+            return 0;
+    rd_kafka_topic_t **t =
+        flowd__realloc(conn->out_topics, (conn->nout_topics + 1) * sizeof(*conn->out_topics));
+    if (!t)
+        return -1;
+    conn->out_topics = t;
+    if (!(t[conn->nout_topics] = rd_kafka_topic_new(conn->producer, topic, NULL)))
+        return 0; /* produce by name still works, only without the early metadata */
+    conn->nout_topics++;
+    return 0;
+}
+
+/* Creates the producer's handles of every topic replies and dead letters go to, now: a topic
+ * first named in rd_kafka_producev() is looked up only at librdkafka's 1 s topic scan
+ * (librdkafka 2.0, issue #3202), which delayed the first replies by up to a second. The handles
+ * live as long as the producer; the produce calls still name the topic. */
+static int know_out_topics(struct flowd_conn *conn)
+{
+    const struct flowd_conf *conf = conn->conf;
+    if (conf->reply_topic && know_out_topic(conn, conf->reply_topic) != 0)
+        return -1;
+    for (const struct flowd__handler *h = conf->handlers; h; h = h->next)
+        if (h->reply_topic && know_out_topic(conn, h->reply_topic) != 0)
+            return -1;
+    return know_out_topic(conn, conn->dlq_topic);
+}
+
 FLOWD_EXPORT flowd_conn_t *flowd_conn_new(flowd_conf_t *conf, char *errstr, size_t errstr_size)
 {
     static const char *const consumer_defaults[] = {"group.id",
@@ -811,6 +845,8 @@ FLOWD_EXPORT flowd_conn_t *flowd_conn_new(flowd_conf_t *conf, char *errstr, size
     if (!(conn->producer =
               new_client(conn, RD_KAFKA_PRODUCER, producer_defaults, errstr, errstr_size)))
         goto err;
+    if (know_out_topics(conn) != 0)
+        goto nomem;
     rd_kafka_poll_set_consumer(conn->consumer);
     return conn;
 nomem:
@@ -1005,6 +1041,8 @@ FLOWD_EXPORT void flowd_conn_destroy(flowd_conn_t *conn)
          * which are still alive until the trackers are freed below */
         rd_kafka_purge(conn->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_poll(conn->producer, 0);
+        for (size_t i = 0; i < conn->nout_topics; i++)
+            rd_kafka_topic_destroy(conn->out_topics[i]);
         rd_kafka_destroy(conn->producer);
     }
     if (conn->consumer) {
@@ -1028,6 +1066,7 @@ FLOWD_EXPORT void flowd_conn_destroy(flowd_conn_t *conn)
             }
         }
     }
+    flowd__free(conn->out_topics);
     flowd__free(conn->workers);
     flowd__idset_free(conn->seen);
     flowd__free(conn->bootstrap);

@@ -42,7 +42,8 @@ struct store_instance_row {
     const char *state; /* engine_state_name() */
     const char *blob;  /* engine_instance_to_json() */
     int64_t started_ms, updated_ms;
-    int64_t due_ms; /* engine_instance_next_due(): when a timer of it falls due, 0 if none */
+    int64_t due_ms;      /* engine_instance_next_due(): when a timer of it falls due, 0 if none */
+    const char *waiting; /* engine_instance_waiting(): where its tokens wait, or NULL */
 };
 
 struct store_outbox_row {
@@ -183,6 +184,11 @@ struct store_methods {
     /* Makes this node the publisher of the unsent outbox rows of nodes that are gone (whose
      * connection no longer holds their node id); *n gets how many. SQLite: nothing to do. */
     int (*x_outbox_adopt)(struct store *st, int64_t *n);
+    /* STARTED instances counted per (def_key, waiting) where waiting is not NULL (/metrics). */
+    int (*x_instance_count_waiting)(
+        struct store *st,
+        int (*cb)(void *ctx, const char *def_key, const char *waiting, int64_t n),
+        void *ctx);
 };
 
 /* The backends. */

@@ -39,7 +39,7 @@
 
 #include "../common/banned.h"
 
-#define PG_MAX_PARAMS 9
+#define PG_MAX_PARAMS 10
 #define PG_SCAN_PAGE  512
 /* Serializes schema migrations of concurrent flowd processes (pg_advisory_xact_lock key). */
 #define PG_MIGRATE_LOCK 0x666c6f7764LL
@@ -107,6 +107,8 @@ static const char *const pg_migrations[] = {
      * that wrote them (or adopted them). */
     "ALTER TABLE instances ADD COLUMN due_ms BIGINT NOT NULL DEFAULT 0;"
     "CREATE INDEX instances_due ON instances (due_ms) WHERE state = 'STARTED' AND due_ms > 0;"
+    "UPDATE instances SET due_ms = 1 WHERE state = 'STARTED';" /* looked at once, see SQLite */
+    "ALTER TABLE instances ADD COLUMN waiting TEXT;"           /* for /metrics */
     "ALTER TABLE outbox ADD COLUMN node_id INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX outbox_unsent_node ON outbox (node_id, id) WHERE sent_ms IS NULL;",
 };
@@ -143,6 +145,7 @@ enum stmt_id {
     S_INST_CLAIM_DUE,
     S_INST_NEXT_DUE,
     S_OUT_ADOPT,
+    S_INST_COUNT_WAITING,
     S_COUNT
 };
 
@@ -166,13 +169,13 @@ static const char *const stmt_sql[S_COUNT] = {
                       " WHERE id >= $1::bigint AND id < $2::bigint",
     /* An upsert on id: a uuid already used by another id fails (23505), never replaces it. */
     [S_INST_PUT] = "INSERT INTO instances"
-                   " (id, uuid, def_key, def_version, state, blob, started_ms, updated_ms, due_ms)"
-                   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                   " (id, uuid, def_key, def_version, state, blob, started_ms, updated_ms, due_ms,"
+                   " waiting) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
                    " ON CONFLICT (id) DO UPDATE SET uuid = excluded.uuid,"
                    " def_key = excluded.def_key, def_version = excluded.def_version,"
                    " state = excluded.state, blob = excluded.blob,"
                    " started_ms = excluded.started_ms, updated_ms = excluded.updated_ms,"
-                   " due_ms = excluded.due_ms",
+                   " due_ms = excluded.due_ms, waiting = excluded.waiting",
     [S_INST_GET] = "SELECT blob FROM instances WHERE id = $1::bigint",
     [S_INST_BY_UUID] = "SELECT id FROM instances WHERE uuid = $1::text",
     [S_INST_SCAN_ACTIVE] = "SELECT id, uuid, def_key, def_version, state, blob, started_ms,"
@@ -234,6 +237,9 @@ static const char *const stmt_sql[S_COUNT] = {
                     " AND l.database = (SELECT oid FROM pg_database"
                     " WHERE datname = current_database())"
                     " AND l.classid = $2::bigint::oid AND l.objid = outbox.node_id::bigint::oid)",
+    [S_INST_COUNT_WAITING] =
+        "SELECT def_key, waiting, count(*) FROM instances WHERE state = 'STARTED'"
+        " AND waiting IS NOT NULL GROUP BY def_key, waiting",
 };
 
 struct store {
@@ -670,6 +676,7 @@ static int pg_instance_put(struct store *st, const struct store_instance_row *r)
     p_i64(&p, r->started_ms);
     p_i64(&p, r->updated_ms);
     p_i64(&p, r->due_ms);
+    p_text(&p, r->waiting);
     return run(st, S_INST_PUT, &p, "instance_put", NULL);
 }
 
@@ -1155,6 +1162,24 @@ static int pg_outbox_adopt(struct store *st, int64_t *n)
     return err;
 }
 
+static int
+pg_instance_count_waiting(struct store *st,
+                          int (*cb)(void *ctx, const char *def_key, const char *waiting, int64_t n),
+                          void *ctx)
+{
+    const char *what = "instance_count_waiting";
+    int err = scan_enter(st, S_INST_COUNT_WAITING, what);
+    if (err)
+        return err;
+    PGresult *res;
+    err = run(st, S_INST_COUNT_WAITING, NULL, what, &res);
+    for (int i = 0; !err && i < PQntuples(res); i++)
+        err = cb(ctx, col_text(res, i, 0), col_text(res, i, 1), col_i64(res, i, 2));
+    PQclear(res);
+    st->busy[S_INST_COUNT_WAITING] = 0;
+    return err;
+}
+
 /* ---- open and close ------------------------------------------------------------------- */
 
 static void pg_close(struct store *st)
@@ -1342,4 +1367,5 @@ const struct store_methods store_pg_methods = {
     pg_instance_claim_due,
     pg_instance_next_due,
     pg_outbox_adopt,
+    pg_instance_count_waiting,
 };

@@ -63,7 +63,12 @@ const char *const store_sqlite_migrations[] = {
     /* 2 -> 3: due times in the table (x_instance_claim_due; the PostgreSQL schema has the same
      * for several nodes). */
     "ALTER TABLE instances ADD COLUMN due_ms INTEGER NOT NULL DEFAULT 0;"
-    "CREATE INDEX instances_due ON instances (due_ms) WHERE state = 'STARTED' AND due_ms > 0;",
+    "CREATE INDEX instances_due ON instances (due_ms) WHERE state = 'STARTED' AND due_ms > 0;"
+    /* waiting instances of an older flowd: due at once, so flowd looks at each once and
+     * stores its real due time */
+    "UPDATE instances SET due_ms = 1 WHERE state = 'STARTED';"
+    /* where waiting instances wait, for /metrics without reading every blob */
+    "ALTER TABLE instances ADD COLUMN waiting TEXT;",
 };
 
 const int store_sqlite_schema_version =

@@ -45,6 +45,7 @@ enum stmt_id {
     S_DEF_SCAN,
     S_INST_MAX_ID,
     S_INST_PUT,
+    S_INST_UPDATE,
     S_INST_GET,
     S_INST_BY_UUID,
     S_INST_SCAN_ACTIVE,
@@ -66,6 +67,7 @@ enum stmt_id {
     S_INST_GET_STARTED,
     S_INST_CLAIM_DUE,
     S_INST_NEXT_DUE,
+    S_INST_COUNT_WAITING,
     S_COUNT
 };
 
@@ -83,13 +85,21 @@ static const char *const stmt_sql[S_COUNT] = {
     /* An upsert on id, not INSERT OR REPLACE: a uuid already used by another id must fail, not
      * silently delete that other instance. */
     [S_INST_PUT] = "INSERT INTO instances"
-                   " (id, uuid, def_key, def_version, state, blob, started_ms, updated_ms, due_ms)"
-                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                   " (id, uuid, def_key, def_version, state, blob, started_ms, updated_ms, due_ms,"
+                   " waiting) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                    " ON CONFLICT (id) DO UPDATE SET uuid = excluded.uuid,"
                    " def_key = excluded.def_key, def_version = excluded.def_version,"
                    " state = excluded.state, blob = excluded.blob,"
                    " started_ms = excluded.started_ms, updated_ms = excluded.updated_ms,"
-                   " due_ms = excluded.due_ms",
+                   " due_ms = excluded.due_ms, waiting = excluded.waiting",
+    /* The common put: an instance that exists moves on. Only the columns that change are set,
+     * so that SQLite leaves the uuid, def_key and started_ms indexes alone (an UPDATE rewrites
+     * the entries of every index on a column it sets, changed or not); the WHERE makes it a
+     * no-op (changes() = 0) when any other column differs, and then S_INST_PUT runs. */
+    [S_INST_UPDATE] = "UPDATE instances SET state = ?5, blob = ?6, updated_ms = ?8, due_ms = ?9,"
+                      " waiting = ?10"
+                      " WHERE id = ?1 AND uuid = ?2 AND def_key = ?3 AND def_version = ?4"
+                      " AND started_ms = ?7",
     [S_INST_GET] = "SELECT blob FROM instances WHERE id = ?1",
     [S_INST_BY_UUID] = "SELECT id FROM instances WHERE uuid = ?1",
     [S_INST_SCAN_ACTIVE] = "SELECT id, uuid, def_key, def_version, state, blob, started_ms,"
@@ -137,6 +147,9 @@ static const char *const stmt_sql[S_COUNT] = {
                          " AND due_ms <= ?1 ORDER BY due_ms LIMIT ?2",
     [S_INST_NEXT_DUE] = "SELECT coalesce(min(due_ms), 0) FROM instances"
                         " WHERE state = 'STARTED' AND due_ms > 0",
+    [S_INST_COUNT_WAITING] =
+        "SELECT def_key, waiting, count(*) FROM instances WHERE state = 'STARTED'"
+        " AND waiting IS NOT NULL GROUP BY def_key, waiting",
 };
 
 struct store {
@@ -443,17 +456,24 @@ static int sq_instance_put(struct store *st, const struct store_instance_row *r)
 {
     if (!r || !r->uuid || !r->def_key || !r->state || !r->blob)
         return fail_inval(st, "instance_put", "uuid, def_key, state and blob are required");
-    sqlite3_stmt *s = st->stmt[S_INST_PUT];
-    bind_int64(st, s, 1, r->id);
-    bind_text(st, s, 2, r->uuid);
-    bind_text(st, s, 3, r->def_key);
-    bind_int64(st, s, 4, r->def_version);
-    bind_text(st, s, 5, r->state);
-    bind_text(st, s, 6, r->blob);
-    bind_int64(st, s, 7, r->started_ms);
-    bind_int64(st, s, 8, r->updated_ms);
-    bind_int64(st, s, 9, r->due_ms);
-    return exec_stmt(st, S_INST_PUT, "instance_put");
+    static const enum stmt_id ids[2] = {S_INST_UPDATE, S_INST_PUT};
+    for (int i = 0; i < 2; i++) {
+        sqlite3_stmt *s = st->stmt[ids[i]];
+        bind_int64(st, s, 1, r->id);
+        bind_text(st, s, 2, r->uuid);
+        bind_text(st, s, 3, r->def_key);
+        bind_int64(st, s, 4, r->def_version);
+        bind_text(st, s, 5, r->state);
+        bind_text(st, s, 6, r->blob);
+        bind_int64(st, s, 7, r->started_ms);
+        bind_int64(st, s, 8, r->updated_ms);
+        bind_int64(st, s, 9, r->due_ms);
+        bind_text(st, s, 10, r->waiting);
+        int err = exec_stmt(st, ids[i], "instance_put");
+        if (err || sqlite3_changes(st->db) > 0)
+            return err;
+    }
+    return 0;
 }
 
 static int sq_instance_get(struct store *st, int64_t id, char **blob)
@@ -883,6 +903,27 @@ static int sq_instance_next_due(struct store *st, int64_t *due_ms)
     return err;
 }
 
+static int
+sq_instance_count_waiting(struct store *st,
+                          int (*cb)(void *ctx, const char *def_key, const char *waiting, int64_t n),
+                          void *ctx)
+{
+    const char *what = "instance_count_waiting";
+    int err = scan_enter(st, S_INST_COUNT_WAITING, what);
+    if (err)
+        return err;
+    sqlite3_stmt *s = st->stmt[S_INST_COUNT_WAITING];
+    for (;;) {
+        int row;
+        if ((err = step(st, s, what, &row)) || !row)
+            break;
+        if ((err = cb(ctx, col_text(s, 0), col_text(s, 1), sqlite3_column_int64(s, 2))))
+            break;
+    }
+    sqlite3_reset(s);
+    return err;
+}
+
 static int sq_outbox_adopt(struct store *st, int64_t *n)
 {
     (void)st;
@@ -1126,4 +1167,5 @@ const struct store_methods store_sqlite_methods = {
     sq_instance_claim_due,
     sq_instance_next_due,
     sq_outbox_adopt,
+    sq_instance_count_waiting,
 };

@@ -7,6 +7,9 @@
 h_setup
 h_flowd_start
 h_deploy "$FLOWD_SRC/tests/integration/processes/parallel-lookup.json"
+# deployed now so that its reply topic is in the consumer's subscription by the time it is used
+# (a topic that appears later is picked up at the next metadata refresh and rebalance: seconds)
+h_deploy "$FLOWD_SRC/tests/integration/processes/parallel-fail.json"
 h_legacy_start
 h_connector_c_start
 ids=()
@@ -39,13 +42,12 @@ h_log "ok: 50 parallel instances: both lookups sent at once, joined once, routed
 # parallel-fail: branches a and b each wait for a reply; an error reply takes that branch's
 # errorNext to an error end, which fails the whole instance: the join never completes, the other
 # branch's wait is dropped, and its reply, when it comes, is refused (the instance ended).
-h_deploy "$FLOWD_SRC/tests/integration/processes/parallel-fail.json"
 deliver() { h_req POST "/v1/instances/$1/messages" "{\"node\": \"$2\", \"body\": $3}"; }
 # b fails while a still waits
 x=$(h_start parallel-fail '{}')
 deliver "$x" wait_b '{"errorMessage": "document service down"}'
 h_assert_eq "$H_STATUS" 202 "deliver b"
-h_wait_state "$x" FAILED 10
+h_wait_state "$x" FAILED 30
 h_assert_eq "$(h_http GET "/v1/instances/$x" | h_json error)" "branch b failed: document service down" "error"
 h_assert_eq "$(h_http GET "/v1/instances/$x" | h_json 'j["tokens"]')" "[]" "tokens after the failure"
 deliver "$x" wait_a '{"score": 1}'

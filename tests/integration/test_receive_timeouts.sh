@@ -3,6 +3,8 @@
 # same messageId, the wait doubling each time, then the instance takes the timeout path; a reply
 # after that is dead-lettered as `late`. Without a timeout path the token becomes an INCIDENT,
 # which a reply still resolves. A timeout that falls due while flowd is down fires after restart.
+# No instance is cached between transactions here (engine.cache.max-instances=0): every timeout
+# is found in the store.
 . "${FLOWD_SRC:-$(dirname "$0")/../..}/tests/lib/harness.sh"
 
 P=$FLOWD_SRC/tests/integration/processes
@@ -17,7 +19,7 @@ requests_of() {
 }
 
 h_setup
-h_flowd_start
+h_flowd_start --set engine.cache.max-instances=0
 for f in timeout-path timeout-incident timeout-slow; do h_deploy "$P/$f.json"; done
 
 # ---- re-sends, then the timeout path ------------------------------------------------------------
@@ -71,7 +73,7 @@ h_wait_state "$b" FINISHED 15
 c=$(h_start timeout-slow '{"n": 3}')
 h_flowd_stop
 sleep 2.5
-h_flowd_start
+h_flowd_start --set engine.cache.max-instances=0
 h_wait_state "$c" FINISHED 5
 case "$(history "$c")" in *'MESSAGE_RESPONSE_TIMED_OUT@wait'*'FINISHED@gave_up'*) ;;
 *) h_fail "instance $c did not time out after the restart: $(history "$c")" ;; esac

@@ -3,14 +3,15 @@
 # (keep-alive, several threads) through the C connector: all reach FINISHED within the limit, every
 # history has exactly one FINISHED and one MESSAGE_RECEIVED row (no step applied twice), and the
 # connector's log shows every request's messageId handled (a duplicate delivery, if any, carries
-# the same messageId). Prints the throughput observed.
+# the same messageId). Prints the throughput observed. The instance cache is kept at 100, so most
+# replies find their instance evicted and read it back from the store.
 . "${FLOWD_SRC:-$(dirname "$0")/../..}/tests/lib/harness.sh"
 
 N=${N:-1000}
 LIMIT=${LIMIT:-60} # seconds for all instances to finish, after the last start
 
 h_setup
-h_flowd_start
+h_flowd_start --set engine.cache.max-instances=100
 h_deploy "$FLOWD_SRC/examples/processes/customer-onboarding.json"
 h_legacy_start
 h_connector_c_start

@@ -447,7 +447,7 @@ static void put_instance(struct fixture *fx, int64_t id, const char *state, cons
     char uuid[37];
     snprintf(uuid, sizeof(uuid), "00000000-0000-4000-8000-%012" PRId64, id);
     struct store_instance_row r = {id,   uuid,      "credit-check", 1, state,
-                                   blob, 1000 + id, 2000 + id,      0};
+                                   blob, 1000 + id, 2000 + id,      0, NULL};
     assert_int_equal(fx->m->x_instance_put(fx->st, &r), 0);
 }
 
@@ -735,7 +735,7 @@ static void test_lost_connection_is_again_then_reconnects(void **state)
     put_instance(fx, 2, "STARTED", "{}");
     fx->be->kill_connections(fx);
     struct store_instance_row r = {
-        3, "00000000-0000-4000-8000-000000000003", "k", 1, "STARTED", "{}", 1, 1, 0};
+        3, "00000000-0000-4000-8000-000000000003", "k", 1, "STARTED", "{}", 1, 1, 0, NULL};
     assert_int_equal(fx->m->x_instance_put(fx->st, &r), FLOWD_ERR_AGAIN);
     assert_int_equal(fx->m->x_instance_put(fx->st, &r), FLOWD_ERR_AGAIN);
     assert_int_equal(fx->m->x_commit(fx->st), FLOWD_ERR_AGAIN);
@@ -762,7 +762,7 @@ static void test_commit_after_failed_statement_never_claims_dropped_work(void **
     assert_int_equal(fx->m->x_begin(fx->st), 0);
     put_instance(fx, 2, "STARTED", "{}");
     struct store_instance_row r = {
-        3, "00000000-0000-4000-8000-000000000001", "k", 1, "STARTED", "{}", 1, 1, 0};
+        3, "00000000-0000-4000-8000-000000000001", "k", 1, "STARTED", "{}", 1, 1, 0, NULL};
     assert_int_equal(fx->m->x_instance_put(fx->st, &r), FLOWD_ERR_EXISTS);
     int rc = fx->m->x_commit(fx->st);
     char *blob = NULL;
@@ -908,7 +908,7 @@ static void test_instance_put_with_uuid_of_another_instance_is_exists(void **sta
     struct fixture *fx = *state;
     put_instance(fx, 1, "STARTED", "{}");
     struct store_instance_row r = {
-        2, "00000000-0000-4000-8000-000000000001", "k", 1, "STARTED", "{}", 1, 1, 0};
+        2, "00000000-0000-4000-8000-000000000001", "k", 1, "STARTED", "{}", 1, 1, 0, NULL};
     assert_int_equal(fx->m->x_instance_put(fx->st, &r), FLOWD_ERR_EXISTS);
     int64_t id = 0;
     assert_int_equal(
@@ -1248,7 +1248,7 @@ static void run_throughput(struct fixture *fx, const char *sync)
             char uuid[37], mid[48];
             snprintf(uuid, sizeof(uuid), "00000000-0000-4000-8000-%012d", j + 1);
             snprintf(mid, sizeof(mid), "%s:ask:1", uuid);
-            struct store_instance_row r = {j + 1, uuid, "k", 1, "STARTED", blob, j, j, 0};
+            struct store_instance_row r = {j + 1, uuid, "k", 1, "STARTED", blob, j, j, 0, NULL};
             assert_int_equal(fx->m->x_instance_put(fx->st, &r), 0);
             struct engine_history h = {1, "start", "STARTED", j, NULL};
             assert_int_equal(fx->m->x_history_add(fx->st, j + 1, &h), 0);
@@ -1280,7 +1280,7 @@ static void put_instance_kv(
 {
     char uuid[37];
     snprintf(uuid, sizeof(uuid), "00000000-0000-4000-8000-%012" PRId64, id);
-    struct store_instance_row r = {id, uuid, key, 1, state, "{}", started_ms, started_ms, 0};
+    struct store_instance_row r = {id, uuid, key, 1, state, "{}", started_ms, started_ms, 0, NULL};
     assert_int_equal(fx->m->x_instance_put(fx->st, &r), 0);
 }
 
@@ -1395,7 +1395,7 @@ static void put_due(struct fixture *fx, int64_t id, const char *state, int64_t d
 {
     char uuid[37];
     snprintf(uuid, sizeof(uuid), "00000000-0000-4000-8000-%012" PRId64, id);
-    struct store_instance_row r = {id, uuid, "k", 1, state, "{}", 1, 1, due};
+    struct store_instance_row r = {id, uuid, "k", 1, state, "{}", 1, 1, due, NULL};
     assert_int_equal(fx->m->x_instance_put(fx->st, &r), 0);
 }
 
@@ -1476,6 +1476,41 @@ static void test_claim_due_skips_rows_another_transaction_holds(void **state)
     assert_int_equal(fx->m->x_commit(fx->st), 0);
     assert_int_equal(fx->m->x_commit(other), 0);
     fx->m->x_close(other);
+}
+
+static int collect_waiting(void *ctx, const char *def_key, const char *waiting, int64_t n)
+{
+    buf_printf(ctx, "%s|%s|%" PRId64 ";", def_key, waiting, n);
+    return 0;
+}
+
+static void test_instance_count_waiting_groups_started_ones(void **state)
+{
+    struct fixture *fx = *state;
+    const char *w[] = {"wait\tWAITING_MESSAGE", "wait\tWAITING_MESSAGE",
+                       "a\tWAITING_MESSAGE\nb\tWAITING_JOIN", NULL, "wait\tWAITING_MESSAGE"};
+    const char *st[] = {"STARTED", "STARTED", "STARTED", "STARTED", "FINISHED"};
+    for (int i = 0; i < 5; i++) {
+        char uuid[37];
+        snprintf(uuid, sizeof(uuid), "00000000-0000-4000-8000-%012d", i + 1);
+        struct store_instance_row r = {i + 1, uuid, "k", 1, st[i], "{}", 1, 1, 0, w[i]};
+        assert_int_equal(fx->m->x_instance_put(fx->st, &r), 0);
+    }
+    /* an update moves an instance from one group to another */
+    struct store_instance_row r = {2,         "00000000-0000-4000-8000-000000000002",
+                                   "k",       1,
+                                   "STARTED", "{}",
+                                   1,         2,
+                                   0,         "other\tINCIDENT"};
+    assert_int_equal(fx->m->x_instance_put(fx->st, &r), 0);
+    struct buf b = BUF_INIT;
+    assert_int_equal(fx->m->x_instance_count_waiting(fx->st, collect_waiting, &b), 0);
+    /* order of the groups is not part of the contract: check each */
+    assert_non_null(strstr(buf_str(&b), "k|wait\tWAITING_MESSAGE|1;"));
+    assert_non_null(strstr(buf_str(&b), "k|other\tINCIDENT|1;"));
+    assert_non_null(strstr(buf_str(&b), "k|a\tWAITING_MESSAGE\nb\tWAITING_JOIN|1;"));
+    assert_null(strstr(buf_str(&b), "|2;"));
+    buf_release(&b);
 }
 
 static int collect_message_id(void *ctx, const struct store_outbox_row *row)
@@ -1581,6 +1616,7 @@ int main(void)
         T(test_instance_claim_due_takes_due_started_ones_earliest_first),
         T(test_claim_due_skips_rows_another_transaction_holds),
         T(test_node_id_is_held_once_and_outbox_of_a_gone_node_is_adopted),
+        T(test_instance_count_waiting_groups_started_ones),
         T(test_throughput_is_printed),
     };
     int failed = 0;
