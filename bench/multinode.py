@@ -14,7 +14,8 @@ in the start data (t0) to the FINISHED row's updated_ms (same machine).
 
 CPU per process comes from /proc/<pid>/stat (utime + stime; for PostgreSQL the postmaster, its
 live children and the children that exited), as cores used over the measured interval: their sum
-against os.cpu_count() says whether the machine is the limit, and which process takes it.
+against os.cpu_count() says whether the machine is the limit, and which process takes it; "other"
+is what the rest of the machine used meanwhile (/proc/stat), so a busy shared box shows.
 
 Prints a table and writes bench/results/multinode-<date>.json. A node count whose instances do not
 all finish (no progress for --stall seconds) is reported with what was left, and the run goes on.
@@ -81,6 +82,15 @@ def cpu_tree(pid):
             if st and st[2] == pid:
                 total += st[0]
     return total
+
+
+def machine_busy():
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]  # idle, iowait
+    total = sum(v[:8])  # guest time is already in user
+    return total - idle, total
 
 
 def percentile(xs, p):
@@ -175,13 +185,13 @@ class Bench:
         begin_ms = int(sess.query("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
                        [0][0])
         errors, start_ms = [], []
-        cpu0, t_begin = self.cpu(nodes), time.monotonic()
+        cpu0, busy0, t_begin = self.cpu(nodes), machine_busy(), time.monotonic()
         if self.a.start == "kafka":
             self.kafka_loop(sess, begin_ms, count, k, errors)
         else:
             self.http_loop(sess, begin_ms, nodes, count, k, errors, start_ms)
         secs = time.monotonic() - t_begin
-        cpu1 = self.cpu(nodes)
+        cpu1, busy1 = self.cpu(nodes), machine_busy()
         # from the start (t0 in the data, the client's clock) to FINISHED (the node's clock)
         lat = [int(r[0]) for r in sess.query(
             "SELECT updated_ms - (blob::json #>> '{data,t0}')::bigint FROM instances "
@@ -193,6 +203,9 @@ class Bench:
         sess.close()
         self.sess = None
         cores = {p: round((cpu1[p] - cpu0[p]) / secs, 2) for p in cpu1}
+        # everything else on the machine (other users of a shared box show up here)
+        machine = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * os.cpu_count()
+        cores_other = round(max(0.0, machine - sum(cores.values())), 2)
         flowd_s = sum(cpu1[p] - cpu0[p] for p in cpu1 if p.startswith("node"))
         return {"nodes": len(nodes), "k": k, "count": count, "start": self.a.start,
                 "completed": len(lat), "seconds": round(secs, 2),
@@ -202,6 +215,7 @@ class Bench:
                 "http_start_ms": {"p50": percentile(start_ms, 50), "p99": percentile(start_ms, 99),
                                   "max": percentile(start_ms, 100)},
                 "cores": cores, "cores_total": round(sum(cores.values()), 2),
+                "cores_other": cores_other,
                 "flowd_cpu_ms_per_instance": round(1000 * flowd_s / len(lat), 3) if lat else None,
                 "errors": errors[:20], "error_count": len(errors)}
 
@@ -376,20 +390,20 @@ def summary(res, path):
     print("\nflowd multi-node benchmark %s (%s, %d cores; %s)" % (
         res["date"], res["machine"]["cpu_model"], res["machine"]["nproc"], path))
     procs = ["flowd", "postgresql", "kafka", "echo", "driver"]
-    fmt = "%-5s %4s %8s %7s %7s %9s %11s " + " ".join("%10s" for _ in procs) + " %6s  %s"
+    fmt = "%-5s %4s %8s %7s %7s %9s %11s " + " ".join("%10s" for _ in procs) + " %6s %6s  %s"
     print(fmt % tuple(["nodes", "K", "inst/s", "p50 ms", "p99 ms", "start p99", "cpu ms/inst"] +
-                      procs + ["cores", "errors"]))
+                      procs + ["cores", "other", "errors"]))
     for r in res["levels"]:
         c = r["cores"]
         fl = "+".join("%.2f" % c[p] for p in sorted(c) if p.startswith("node"))
         print(fmt % tuple([r["nodes"], r["k"], r["completed_per_s"], r["latency_ms"]["p50"],
                            r["latency_ms"]["p99"], r["http_start_ms"]["p99"] or "-",
                            r["flowd_cpu_ms_per_instance"], fl] +
-                          [c[p] for p in procs[1:]] + [r["cores_total"],
+                          [c[p] for p in procs[1:]] + [r["cores_total"], r["cores_other"],
                                                         r["error_count"] + r["dead_letters"]]))
     print("p50/p99: start to FINISHED; start p99: the HTTP start (--start http); cores: CPU "
-          "seconds per second of each process (flowd: per node); the machine has %d"
-          % res["machine"]["nproc"])
+          "seconds per second of each process (flowd: per node), other: the rest of the "
+          "machine (%d cores)" % res["machine"]["nproc"])
     for r in res["levels"]:
         if r["errors"] or r["dead_letters"]:
             print("nodes=%d K=%d: %d error(s), %d dead letter(s); first error: %s" % (
