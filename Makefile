@@ -4,7 +4,8 @@ TEST_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps demo test unit integration chaos tsan format format-check clean fuzz bench
+.PHONY: all deps demo test unit integration chaos multinode tsan format format-check clean fuzz bench \
+	bench-multinode
 
 all:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
@@ -45,6 +46,16 @@ chaos: deps
 	@/usr/bin/python3 tests/chaos/chaos.py --build build-release --instances 2000 --kills 25 \
 		--seconds 90 --connector-kills 3 --embedded-kills 3 --kafka-rtt 10 $(CHAOS_ARGS)
 
+# The long multi-node test (tests/multinode/multinode.py) against a Release build: 3 flowd nodes
+# on one private PostgreSQL and a standalone Kafka, 5,000 instances started round-robin over the
+# nodes, 2 rounds of SIGKILL of a node + re-add. Last line: multinode: nodes=3 instances=N
+# completed=N lost=0 duplicated=0 kills=2. Knobs: make multinode MULTINODE_ARGS="--nodes 2 --seed 7"
+multinode: deps
+	@cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-release -j $(JOBS) --target flowd quickstart-connector
+	@/usr/bin/python3 tests/multinode/multinode.py --build build-release --nodes 3 --instances 5000 \
+		--kills 2 --seconds 60 $(MULTINODE_ARGS)
+
 # Benchmarks (bench/run.py, docs/benchmarks.md) against a Release build in build-release: end to
 # end closed/open loop, SQLite FULL/NORMAL, 100,000 waiting instances, the engine core, the raw
 # Kafka/SQLite limits and npm's bpmn-engine. Writes bench/results/<date>.json (+ .png), ~5 min.
@@ -53,6 +64,15 @@ bench:
 	@cmake --build build-release -j $(JOBS) --target flowd sdk-examples sdk_bench engine_bench \
 		flow_load test_store >/dev/null
 	@/usr/bin/python3 bench/run.py --build build-release $(BENCH_ARGS)
+
+# Several nodes on one PostgreSQL (bench/multinode.py): completed instances/s, p50/p99 latency and
+# CPU cores per process (flowd nodes, PostgreSQL, Kafka, echo connector, driver) with 1, 2 and 3
+# nodes in one run, closed loop. Writes bench/results/multinode-<date>.json, ~2 min.
+# Knobs: make bench-multinode BENCH_ARGS="--k 16,64,256 --count 5000"
+bench-multinode:
+	@cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-release -j $(JOBS) --target flowd sdk-examples >/dev/null
+	@/usr/bin/python3 bench/multinode.py --build build-release $(BENCH_ARGS)
 
 # The threaded integration tests under ThreadSanitizer (flowd: loop thread, HTTP workers,
 # librdkafka threads). Fails on any report not in tests/tsan.supp.

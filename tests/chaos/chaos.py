@@ -116,10 +116,13 @@ def req(port, method, path, body=None, timeout=10):
 
 
 class Chaos:
+    WORKDIR_PREFIX = "flowd-chaos."
+    KAFKA_ARGS = []  # more `flowd kafka` options
+
     def __init__(self, args):
         self.args = args
         self.rng = random.Random(args.seed)
-        self.dir = args.workdir or tempfile.mkdtemp(prefix="flowd-chaos.")
+        self.dir = args.workdir or tempfile.mkdtemp(prefix=self.WORKDIR_PREFIX)
         os.makedirs(self.dir, exist_ok=True)
         self.data = os.path.join(self.dir, "data")
         self.flowd_bin = os.path.join(args.build, "flowd")
@@ -158,7 +161,8 @@ class Chaos:
         self.kafka_bootstrap_file = os.path.join(self.dir, "kafka.bootstrap")
         self.kafka_args = []
         self.kafka = self.spawn("kafka", [self.flowd_bin, "kafka", "--brokers", "3", "--control",
-                                          "--bootstrap-file", self.kafka_bootstrap_file],
+                                          "--bootstrap-file", self.kafka_bootstrap_file] +
+                                self.KAFKA_ARGS,
                                 stdin=subprocess.PIPE)
         for _ in range(100):
             if os.path.exists(self.kafka_bootstrap_file) and \
@@ -428,8 +432,9 @@ class Chaos:
                         seen.append((parts[0], int(parts[1]) if parts[1].isdigit() else -1))
         return seen
 
-    def check(self):
-        lost, dup = [], []
+    def read_store(self):
+        """(instances {id: (uuid, def_key, state, blob)}, history {id: [(seq, node, state,
+        detail)]} in seq order, count of unsent outbox rows); tests/multinode reads PostgreSQL."""
         with self.db() as c:
             insts = {r[0]: r[1:] for r in c.execute(
                 "SELECT id, uuid, def_key, state, blob FROM instances")}
@@ -439,6 +444,11 @@ class Chaos:
                     "ORDER BY instance_id, seq"):
                 hist.setdefault(iid, []).append((seq, node, state, detail))
             unsent = c.execute("SELECT count(*) FROM outbox WHERE sent_ms IS NULL").fetchone()[0]
+        return insts, hist, unsent
+
+    def check(self):
+        lost, dup = [], []
+        insts, hist, unsent = self.read_store()
         if unsent:
             lost.append("%d outbox row(s) never published" % unsent)
         for iid in self.acked:
@@ -462,6 +472,12 @@ class Chaos:
             _, sends, receives, end_of = PROCESSES[key]
             data = json.loads(blob).get("data") or {}
             cid = data.get("customerId")
+            want_start = self.acked.get(iid)
+            if want_start and (want_start[0] != key or
+                               want_start[1]["customerId"] != cid):
+                dup.append("instance %d: the start acknowledged was %s customerId=%s, the store "
+                           "has %s customerId=%s (two starts got the same id?)" %
+                           (iid, want_start[0], want_start[1]["customerId"], key, cid))
             want = [("start", "STARTED")] + [(s, "MESSAGE_SENT") for s in sends] + \
                 [(r, "MESSAGE_RECEIVED") for r in receives]
             if isinstance(cid, int):
@@ -478,7 +494,9 @@ class Chaos:
             if state == "FINISHED" and not missing:
                 completed += 1
             elif state != "FINISHED":
-                lost.append("instance %d (%s) is %s (stuck)" % (iid, key, state))
+                last = "%s %s" % rows[-1][1:3] if rows else "none"
+                lost.append("instance %d (%s) is %s (stuck; last transition: %s)" %
+                            (iid, key, state, last))
         # what the connector saw
         seen = self.read_connector_log()
         by_mid = {}

@@ -12,43 +12,16 @@ N=${N:-200}
 N2=5
 LOAD() { $PY "$FLOWD_SRC/tests/lib/load.py" --url "$H_URL" "$@"; }
 
-PG_BIN=$(pg_config --bindir 2>/dev/null || true)
-if [ ! -x "$PG_BIN/initdb" ]; then
-    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-fi
-if [ ! -x "$PG_BIN/initdb" ]; then
-    echo "SKIP: test_postgres_store: no PostgreSQL server binaries (install the postgresql package: scripts/install-deps)"
-    [ -z "${CI:-}" ] || exit 1
-    exit 0
-fi
+. "$FLOWD_SRC/tests/lib/pg.sh"
+pg_find_bin || pg_skip test_postgres_store
 
 h_setup
-PG_DIR=$H_DIR/pg
-PG_PORT=$(h_free_port)
-PG_AS=()
-mkdir -p "$PG_DIR"
-if [ "$(id -u)" = 0 ]; then
-    # initdb and postgres refuse to run as root
-    chown postgres: "$PG_DIR"
-    chmod o+x "$H_DIR" # traverse only
-    PG_AS=(runuser -u postgres --)
-fi
-pg_stop() {
-    [ -f "$PG_DIR/data/postmaster.pid" ] || return 0
-    "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
-}
 trap 'rc=$?; pg_stop; (exit $rc); h_teardown' EXIT
-
 t0=$(date +%s.%N)
-"${PG_AS[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U flowd --no-sync -E UTF8 --locale=C \
-    >"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log" >&2; h_fail "initdb"; }
-"${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 \
-    -o "-k $PG_DIR -c listen_addresses=127.0.0.1 -p $PG_PORT -c fsync=off" start \
-    >"$PG_DIR/pg_ctl.log" 2>&1 || { cat "$PG_DIR/pg_ctl.log" "$PG_DIR/server.log" >&2; h_fail "pg_ctl start"; }
-"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U flowd flowd || h_fail "createdb"
+pg_start "$H_DIR/pg"
 h_log "postgresql on 127.0.0.1:$PG_PORT in $(echo "$(date +%s.%N) - $t0" | bc 2>/dev/null || echo '?') s"
-DSN="host=127.0.0.1 port=$PG_PORT user=flowd dbname=flowd"
-PSQL() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U flowd -d flowd -Atqc "$1"; }
+DSN=$PG_DSN
+PSQL() { pg_psql "$1"; }
 PG_ARGS=(--set store.type=postgresql --set "store.postgresql.dsn=$DSN")
 
 # ---- part 1: N instances through the C connector -------------------------------------------
