@@ -454,22 +454,24 @@ struct api *api_start(const struct flowd_config *cfg,
     api->ctx.be = *backend;
     api->ctx.cfg = cfg;
 
-    char ports[300], maxreq[32];
+    char ports[300], maxreq[32], threads[32], keep_ms[32];
     const char *bind = cfg->http_bind;
     int v6 = strchr(bind, ':') != NULL;
     snprintf(ports, sizeof(ports), "%s%s%s:%lld", v6 ? "[" : "", bind, v6 ? "]" : "",
              (long long)cfg->http_port);
     snprintf(maxreq, sizeof(maxreq), "%lld", (long long)cfg->http_max_header);
+    snprintf(threads, sizeof(threads), "%lld", (long long)cfg->http_threads);
+    snprintf(keep_ms, sizeof(keep_ms), "%lld", (long long)cfg->http_keep_alive_ms);
     const char *options[] = {"listening_ports",
                              ports,
                              "num_threads",
-                             "16",
+                             threads,
                              "request_timeout_ms",
                              "30000",
                              "enable_keep_alive",
-                             "yes",
+                             cfg->http_keep_alive_ms ? "yes" : "no",
                              "keep_alive_timeout_ms",
-                             "15000",
+                             keep_ms,
                              "tcp_nodelay",
                              "1",
                              "max_request_size",

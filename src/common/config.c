@@ -291,6 +291,21 @@ static const struct flowd_prop props[] = {
           1024,
           1024 * 1024,
           "Largest HTTP request line plus headers; larger requests get 413."),
+    P_INT("http.threads",
+          http_threads,
+          "16",
+          1,
+          1024,
+          "HTTP worker threads: the most connections served at once. A kept-alive connection "
+          "holds its worker until it closes or idles out (`http.keep-alive-ms`), so give at "
+          "least as many as clients keep connections open (a load balancer's pool)."),
+    P_INT("http.keep-alive-ms",
+          http_keep_alive_ms,
+          "5000",
+          0,
+          600000,
+          "How long an idle kept-alive HTTP connection keeps its worker; 0 closes each "
+          "connection after its response."),
     P_STR("http.auth-token",
           http_auth_token,
           "",

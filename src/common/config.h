@@ -56,11 +56,13 @@ struct flowd_config {
     int64_t purge_interval_ms;   /* engine.retention.check-interval-ms */
     int64_t republish_on_start;  /* engine.republish-on-start: -1 auto, 0 no, 1 yes */
     /* http */
-    char *http_bind;         /* http.bind */
-    int64_t http_port;       /* http.port */
-    int64_t http_max_body;   /* http.max-body-bytes */
-    int64_t http_max_header; /* http.max-header-bytes */
-    char *http_auth_token;   /* http.auth-token: "" = no authentication (loopback only) */
+    char *http_bind;            /* http.bind */
+    int64_t http_port;          /* http.port */
+    int64_t http_max_body;      /* http.max-body-bytes */
+    int64_t http_max_header;    /* http.max-header-bytes */
+    int64_t http_threads;       /* http.threads */
+    int64_t http_keep_alive_ms; /* http.keep-alive-ms */
+    char *http_auth_token;      /* http.auth-token: "" = no authentication (loopback only) */
     /* log */
     char *log_level;  /* log.level */
     char *log_format; /* log.format: text | json */
