@@ -199,7 +199,11 @@ struct bus *bus_new(const struct flowd_config *cfg,
         goto err;
     int rc = conf_set(conf, "client.id", "flowd-consumer", errstr, errstr_size);
     rc = rc ? rc : conf_set(conf, "group.id", cfg->group_id, errstr, errstr_size);
-    rc = rc ? rc : conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size);
+    /* offsets are stored by bus_commit after the store commit and committed by librdkafka every
+     * 100 ms, and when partitions are revoked in a rebalance or the consumer closes: a failed
+     * commit is retried with the next one, so few messages are consumed twice */
+    rc = rc ? rc : conf_set(conf, "enable.auto.commit", "true", errstr, errstr_size);
+    rc = rc ? rc : conf_set(conf, "auto.commit.interval.ms", "100", errstr, errstr_size);
     rc = rc ? rc : conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size);
     rc = rc ? rc : conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size);
     rc = rc ? rc
@@ -376,11 +380,13 @@ void bus_commit(struct bus *bus, rd_kafka_message_t *const *msgs, size_t n)
     if (!n)
         return;
     rd_kafka_topic_partition_list_t *l = offsets_after(msgs, n);
-    rd_kafka_resp_err_t err = rd_kafka_commit(bus->consumer, l, 1);
-    if (err)
+    /* a partition revoked meanwhile is refused: its new owner consumes it again (the inbox
+     * drops what this batch applied) */
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(bus->consumer, l);
+    if (err && err != RD_KAFKA_RESP_ERR__STATE)
         FLOWD_LOG(LOG_WARN, LOG_SUB_KAFKA,
-                  "offset commit failed: %s (messages will be re-delivered and dropped as "
-                  "duplicates)",
+                  "storing consumed offsets failed: %s (messages will be re-delivered and "
+                  "dropped as duplicates)",
                   rd_kafka_err2str(err));
     rd_kafka_topic_partition_list_destroy(l);
 }

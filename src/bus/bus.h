@@ -56,7 +56,8 @@ int bus_subscribe(struct bus *bus, char *errstr, size_t errstr_size);
  */
 size_t
 bus_consume(struct bus *bus, rd_kafka_message_t **msgs, size_t max, int timeout_ms, int linger_ms);
-/* Commits (async) the offsets after the given messages, per partition. */
+/* Marks the offsets after the given messages (per partition) for commit; librdkafka commits
+ * them every 100 ms, on a rebalance that revokes the partition, and on close. */
 void bus_commit(struct bus *bus, rd_kafka_message_t *const *msgs, size_t n);
 /* Interrupts a bus_consume() waiting in another thread. */
 void bus_wakeup(struct bus *bus);
