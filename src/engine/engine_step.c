@@ -658,6 +658,20 @@ static int runs_def(const struct engine_def *def,
     return 0;
 }
 
+/* 0 if inst is STARTED and runs def; else not_started (when it ended) or FLOWD_ERR_INVAL. */
+static int movable(const struct engine_def *def,
+                   const struct engine_instance *inst,
+                   int not_started,
+                   char *errstr,
+                   size_t errstr_size)
+{
+    if (inst->state != ENGINE_STARTED)
+        return flowd_seterr(errstr, errstr_size, not_started,
+                            "instance %" PRId64 " is %s, not STARTED", inst->id,
+                            engine_state_name(inst->state));
+    return runs_def(def, inst, errstr, errstr_size) ? 0 : FLOWD_ERR_INVAL;
+}
+
 int engine_deliver(const struct engine_def *def,
                    struct engine_instance *inst,
                    const struct engine_event *ev,
@@ -666,12 +680,9 @@ int engine_deliver(const struct engine_def *def,
                    char *errstr,
                    size_t errstr_size)
 {
-    if (inst->state != ENGINE_STARTED)
-        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_STATE,
-                            "instance %" PRId64 " is %s, not STARTED", inst->id,
-                            engine_state_name(inst->state));
-    if (!runs_def(def, inst, errstr, errstr_size))
-        return FLOWD_ERR_INVAL;
+    int rc = movable(def, inst, FLOWD_ERR_STATE, errstr, errstr_size);
+    if (rc)
+        return rc;
     int ti = pick_token(def, inst, ev, errstr, errstr_size);
     if (ti < 0)
         return FLOWD_ERR_NOWAIT;
@@ -945,12 +956,9 @@ int engine_call_done(const struct engine_def *def,
                      char *errstr,
                      size_t errstr_size)
 {
-    if (parent->state != ENGINE_STARTED)
-        return flowd_seterr(errstr, errstr_size, FLOWD_ERR_NOWAIT,
-                            "instance %" PRId64 " is %s, not STARTED", parent->id,
-                            engine_state_name(parent->state));
-    if (!runs_def(def, parent, errstr, errstr_size))
-        return FLOWD_ERR_INVAL;
+    int rc = movable(def, parent, FLOWD_ERR_NOWAIT, errstr, errstr_size);
+    if (rc)
+        return rc;
     int ti = waiting_call(parent, call_id);
     int node = ti < 0 ? -1 : engine_def_find(def, parent->tokens[ti].node_id);
     if (node < 0)

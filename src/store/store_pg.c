@@ -761,12 +761,13 @@ static int pg_instance_put(struct store *st, const struct store_instance_row *r)
     return written(st);
 }
 
-static int pg_instance_get(struct store *st, int64_t id, char **blob)
+/* One instance's blob by S_INST_GET or S_INST_LOCK. */
+static int get_blob(struct store *st, enum stmt_id sid, const char *what, int64_t id, char **blob)
 {
     struct params p = {0};
     p_i64(&p, id);
     PGresult *res;
-    int err = run(st, S_INST_GET, &p, "instance_get", &res);
+    int err = run(st, sid, &p, what, &res);
     if (err)
         return err;
     if (PQntuples(res) == 0)
@@ -775,6 +776,11 @@ static int pg_instance_get(struct store *st, int64_t id, char **blob)
         *blob = flowd_xstrndup(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
     PQclear(res);
     return err;
+}
+
+static int pg_instance_get(struct store *st, int64_t id, char **blob)
+{
+    return get_blob(st, S_INST_GET, "instance_get", id, blob);
 }
 
 static int pg_instance_id_by_uuid(struct store *st, const char *uuid, int64_t *id)
@@ -1165,18 +1171,7 @@ static int pg_inbox_forget(struct store *st, const char *key)
 
 static int pg_instance_lock(struct store *st, int64_t id, char **blob)
 {
-    struct params p = {0};
-    p_i64(&p, id);
-    PGresult *res;
-    int err = run(st, S_INST_LOCK, &p, "instance_lock", &res);
-    if (err)
-        return err;
-    if (PQntuples(res) == 0)
-        err = FLOWD_ERR_NOTFOUND;
-    else
-        *blob = flowd_xstrndup(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
-    PQclear(res);
-    return err;
+    return get_blob(st, S_INST_LOCK, "instance_lock", id, blob);
 }
 
 /* Rows of an instance query, given to cb (the result is read whole first). */
