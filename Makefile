@@ -57,8 +57,9 @@ multinode: deps
 		--kills 2 --seconds 60 $(MULTINODE_ARGS)
 
 # Benchmarks (bench/run.py, docs/benchmarks.md) against a Release build in build-release: end to
-# end closed/open loop, SQLite FULL/NORMAL, 100,000 waiting instances, the engine core, the raw
-# Kafka/SQLite limits and npm's bpmn-engine. Writes bench/results/<date>.json (+ .png), ~5 min.
+# end closed/open loop, SQLite FULL/NORMAL and PostgreSQL (a private server started by run.py),
+# 100,000 waiting instances (embedded and external Kafka), the engine core, the raw Kafka/SQLite
+# limits and npm's bpmn-engine. Writes bench/results/<date>.json (+ .png), ~5 min.
 bench:
 	@cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-release -j $(JOBS) --target flowd sdk-examples sdk_bench engine_bench \

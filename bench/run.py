@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""run.py - `make bench`: flowd end to end (closed and open loop, SQLite FULL and NORMAL), memory
-with 100,000 waiting instances, the engine core alone, the machine's limits (raw librdkafka
+"""run.py - `make bench`: flowd end to end (closed and open loop, SQLite FULL and NORMAL, and
+PostgreSQL on a private server started here), memory with 100,000 waiting instances, the engine core alone, the machine's limits (raw librdkafka
 round trips through flowd's embedded cluster, batched SQLite commits), and npm's bpmn-engine
 side by side. Writes bench/results/<date>.json and bench/results/<date>.png, prints a table.
 
@@ -8,6 +8,7 @@ usage: bench/run.py [--build build-release] [--quick]
 """
 import argparse
 import datetime
+import glob
 import json
 import os
 import re
@@ -44,13 +45,17 @@ def proc_stats(pid):
 
 
 class Flowd:
-    def __init__(self, build, work, name, sets=()):
+    def __init__(self, build, work, name, sets=(), dsn=None, pg=None, bootstrap_file=None):
+        self.pg = pg  # the Postgres server holding the store, or None
         self.dir = os.path.join(work, name)
         os.makedirs(self.dir)
         self.data = os.path.join(self.dir, "data")
         self.port = free_port()
         args = [os.path.join(build, "flowd"), "--data-dir", self.data,
                 "--set", "http.port=%d" % self.port]
+        if bootstrap_file:  # an external cluster
+            with open(bootstrap_file) as f:
+                args += ["--set", "kafka.bootstrap-servers=" + f.read().strip()]
         for s in sets:
             args += ["--set", s]
         self.logf = open(os.path.join(self.dir, "flowd.log"), "w")
@@ -62,10 +67,10 @@ class Flowd:
             if self.p.poll() is not None:
                 raise SystemExit("flowd exited: see " + self.logf.name)
             time.sleep(0.1)
-        self.bootstrap_file = os.path.join(self.data, "kafka.bootstrap")
+        self.bootstrap_file = bootstrap_file or os.path.join(self.data, "kafka.bootstrap")
         with open(self.bootstrap_file) as f:
             self.bootstrap = f.read().strip()
-        self.db = os.path.join(self.data, "flowd.db")
+        self.db = dsn or os.path.join(self.data, "flowd.db")
         with open(os.path.join(SRC, "bench/processes/echo.json"), "rb") as f:
             req = urllib.request.Request("http://127.0.0.1:%d/v1/definitions" % self.port, f.read(),
                                          {"Content-Type": "application/json"})
@@ -77,6 +82,78 @@ class Flowd:
     def stop(self):
         self.p.terminate()
         self.p.wait(timeout=60)
+
+
+class Postgres:
+    """A private PostgreSQL server for the bench (as tests/integration/test_postgres_store.sh):
+    initdb + pg_ctl in the work dir, trust auth, 127.0.0.1 on a free port, run as user postgres
+    when root. fsync and synchronous_commit stay on (the defaults): a commit is on disk, as with
+    SQLite synchronous=FULL."""
+
+    def __init__(self, work):
+        self.bin = None
+        cands = [subprocess.run(["pg_config", "--bindir"], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True).stdout.strip()
+                 if shutil.which("pg_config") else ""]
+        cands += sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                        key=lambda p: int(re.sub(r"\D", "", p) or 0), reverse=True)
+        for c in cands:
+            if c and os.access(os.path.join(c, "initdb"), os.X_OK):
+                self.bin = c
+                break
+        if not self.bin:
+            raise RuntimeError("no PostgreSQL server binaries (install postgresql)")
+        self.dir = os.path.join(work, "pg")
+        os.makedirs(self.dir)
+        self.as_user = []
+        if os.getuid() == 0:  # initdb and postgres refuse to run as root
+            shutil.chown(self.dir, "postgres")
+            os.chmod(work, 0o711)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.port = free_port()
+        data = os.path.join(self.dir, "data")
+        self._run(["initdb", "-D", data, "-A", "trust", "-U", "flowd", "--no-sync", "-E", "UTF8",
+                   "--locale=C"])
+        self._run(["pg_ctl", "-D", data, "-l", os.path.join(self.dir, "server.log"), "-w", "-t",
+                   "30", "-o", "-k %s -c listen_addresses=127.0.0.1 -p %d -c fsync=on "
+                   "-c synchronous_commit=on" % (self.dir, self.port), "start"])
+        self.started = True
+        self.dsn = "host=127.0.0.1 port=%d user=flowd dbname=" % self.port
+        self.version = subprocess.run([os.path.join(self.bin, "postgres"), "--version"],
+                                      stdout=subprocess.PIPE, text=True).stdout.strip()
+
+    def _run(self, args):
+        r = subprocess.run(self.as_user + [os.path.join(self.bin, args[0])] + args[1:],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError("%s failed: %s" % (args[0], r.stdout[-1000:]))
+
+    def createdb(self, name):
+        r = subprocess.run([os.path.join(self.bin, "createdb"), "-h", "127.0.0.1", "-p",
+                            str(self.port), "-U", "flowd", name], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("createdb failed: " + r.stdout)
+        return self.dsn + name
+
+    def cpu_s(self):
+        """CPU (user+sys) of the postmaster and its processes (the backends serving flowd)."""
+        with open(os.path.join(self.dir, "data", "postmaster.pid")) as f:
+            root = int(f.readline())
+        total = 0.0
+        for st in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                with open(st) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(st.split("/")[2])
+            if pid == root or int(fields[1]) == root:
+                total += (int(fields[11]) + int(fields[12])) / TICK
+        return total
+
+    def stop(self):
+        self._run(["pg_ctl", "-D", os.path.join(self.dir, "data"), "-m", "fast", "-w", "stop"])
 
 
 def free_port():
@@ -107,18 +184,29 @@ def load(build, fl, mode, a, b=None):
     if b is not None:
         args.append(str(b))
     before = fl.stats()
+    pg0 = fl.pg.cpu_s() if fl.pg else 0
     r = run_json(args)
     after = fl.stats()
     r["flowd_cpu_s"] = round(after["cpu_s"] - before["cpu_s"], 2)
     r["flowd_peak_rss_mib"] = after["peak_rss_mib"]
+    if fl.pg:
+        r["postgres_cpu_s"] = round(fl.pg.cpu_s() - pg0, 2)
     if r.get("completed"):
         r["flowd_cpu_ms_per_instance"] = round(1000 * r["flowd_cpu_s"] / r["completed"], 3)
+        if fl.pg:
+            r["postgres_cpu_ms_per_instance"] = round(1000 * r["postgres_cpu_s"] / r["completed"], 3)
     return r
 
 
-def e2e(build, work, sync, levels, rates, perf_k=None):
-    """One flowd (fresh store) + the SDK echo connector; closed loop levels, then open loop."""
-    fl = Flowd(build, work, "e2e-" + sync, ["store.sqlite.synchronous=" + sync])
+def e2e(build, work, sync, levels, rates, perf_k=None, pg=None):
+    """One flowd (fresh store) + the SDK echo connector; closed loop levels, then open loop.
+    sync: SQLite's synchronous setting, or "PG" for PostgreSQL (pg: the Postgres server)."""
+    if sync == "PG":
+        dsn = pg.createdb("bench")
+        fl = Flowd(build, work, "e2e-pg", ["store.type=postgresql", "store.postgresql.dsn=" + dsn],
+                   dsn=dsn, pg=pg)
+    else:
+        fl = Flowd(build, work, "e2e-" + sync, ["store.sqlite.synchronous=" + sync])
     echo = subprocess.Popen([os.path.join(build, "examples/sdk-echo-connector"), "--bootstrap-file",
                              fl.bootstrap_file], stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(fl.dir, "echo.log"), "w"))
@@ -177,19 +265,44 @@ def perf_top(perf_data, n=25):
             "top_symbols": rows[:n]}
 
 
-def memory(build, work, count):
-    fl = Flowd(build, work, "memory")
+def memory(build, work, count, external=False, sets=()):
+    """count instances left waiting (no connector); flowd's RSS. external: the Kafka cluster is
+    a separate `flowd kafka` process (its RSS reported apart), not embedded in flowd."""
+    name = "memory" + ("-external" if external else "") + "".join("-" + x for x in sets)
+    broker = None
+    bootstrap_file = None
+    if external:
+        os.makedirs(os.path.join(work, name + "-kafka"))
+        bootstrap_file = os.path.join(work, name + "-kafka", "bootstrap")
+        broker = subprocess.Popen([os.path.join(build, "flowd"), "kafka", "--partitions", "4",
+                                   "--bootstrap-file", bootstrap_file],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if os.path.exists(bootstrap_file) and os.path.getsize(bootstrap_file):
+                break
+            time.sleep(0.1)
+    fl = None
     try:
+        fl = Flowd(build, work, name, sets, bootstrap_file=bootstrap_file)
         idle = fl.stats()
         r = load(build, fl, "park", count)
         time.sleep(1)
         st = fl.stats()
-        r.update({"idle_rss_mib": idle["rss_mib"], "flowd_peak_rss_mib": st["peak_rss_mib"],
+        r.update({"kafka": "external" if external else "embedded", "settings": list(sets),
+                  "idle_rss_mib": idle["rss_mib"], "flowd_peak_rss_mib": st["peak_rss_mib"],
                   "flowd_rss_mib": st["rss_mib"],
                   "kib_per_waiting_instance": round((st["rss_mib"] - idle["rss_mib"]) * 1024 / count, 2)})
-        log("memory: %d waiting, peak RSS %.1f MiB" % (r["created"], st["peak_rss_mib"]))
+        if broker:
+            r["broker_peak_rss_mib"] = proc_stats(broker.pid)["peak_rss_mib"]
+        log("memory (%s Kafka%s): %d waiting, flowd peak RSS %.1f MiB%s" % (
+            r["kafka"], "".join(", " + x for x in sets), r["created"], st["peak_rss_mib"],
+            ", broker %.1f MiB" % r["broker_peak_rss_mib"] if broker else ""))
     finally:
-        fl.stop()
+        if fl:
+            fl.stop()
+        if broker:
+            broker.terminate()
+            broker.wait(timeout=30)
     return r
 
 
@@ -357,10 +470,11 @@ def png(path, w, h, series, xmax, ymax, xlabel_step, ylabel_step):
 
 def plot(path, res):
     """x: completed instances/s, y: p99 latency (ms, clipped at 2 s). Blue: flowd FULL, green:
-    flowd NORMAL, red: bpmn-engine; joined: closed loop in K order; lone squares: open loop."""
+    flowd NORMAL, purple: flowd PostgreSQL, red: bpmn-engine; joined: closed loop in K order; lone squares: open loop."""
     series = []
-    for color, key in (((30, 90, 200), "e2e_full"), ((20, 160, 60), "e2e_normal")):
-        if key in res:
+    for color, key in (((30, 90, 200), "e2e_full"), ((20, 160, 60), "e2e_normal"),
+                       ((150, 60, 180), "e2e_pg")):
+        if "closed" in res.get(key, {}):
             for kind in ("closed", "open"):
                 pts = [(r["completed_per_s"], r["latency_ms"]["p99"] or 0) for r in res[key][kind]]
                 series.append((color, pts, kind == "closed"))
@@ -401,7 +515,19 @@ def main():
         res["limits"] = limits(build, work, 20000 // q)
         res["e2e_full"] = e2e(build, work, "FULL", levels, rates, perf_k=64)
         res["e2e_normal"] = e2e(build, work, "NORMAL", levels[2:], rates[2:])
+        try:
+            pg = Postgres(work)
+        except Exception as e:
+            log("postgresql: %s" % e)
+            res["e2e_pg"] = {"unavailable": str(e)}
+        else:
+            try:
+                res["e2e_pg"] = e2e(build, work, "PG", levels[2:], rates[1:2], pg=pg)
+                res["e2e_pg"]["server"] = pg.version + ", fsync=on, synchronous_commit=on"
+            finally:
+                pg.stop()
         res["memory_100k_waiting"] = memory(build, work, 100000 // q)
+        res["memory_100k_waiting_external_kafka"] = memory(build, work, 100000 // q, external=True)
         res["peer"] = peer(build, [(1, 300 // q), (64, 3000 // q)])
     finally:
         res["total_s"] = round(time.time() - t0, 1)
@@ -423,9 +549,10 @@ def summary(res, path):
                                                        res["machine"]["nproc"], path))
     fmt = "%-34s %10s %8s %8s %8s %8s %10s"
     print(fmt % ("scenario", "inst/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "cpu ms/inst"))
-    for key in ("e2e_full", "e2e_normal"):
+    for key in ("e2e_full", "e2e_normal", "e2e_pg"):
         for r in res.get(key, {}).get("closed", []) + res.get(key, {}).get("open", []):
-            name = "%s %s" % (res[key]["synchronous"], "closed K=%d" % r["k"] if r["mode"] == "closed"
+            store = {"PG": "PostgreSQL"}.get(res[key]["synchronous"], res[key]["synchronous"])
+            name = "%s %s" % (store, "closed K=%d" % r["k"] if r["mode"] == "closed"
                               else "open %d/s" % r["rate"])
             l = r["latency_ms"]
             print(fmt % (name, r["completed_per_s"], l["p50"], l["p95"], l["p99"], l["max"],
@@ -450,8 +577,12 @@ def summary(res, path):
               % (s, lim["sqlite_FULL"]["commits_per_s"], best / s))
     m = res.get("memory_100k_waiting")
     if m:
-        print("memory: %s waiting instances, flowd peak RSS %s MiB" % (m["created"],
-                                                                    m["flowd_peak_rss_mib"]))
+        print("memory: %s waiting instances, flowd peak RSS %s MiB (embedded Kafka)"
+              % (m["created"], m["flowd_peak_rss_mib"]))
+    m = res.get("memory_100k_waiting_external_kafka")
+    if m:
+        print("memory: %s waiting instances, flowd peak RSS %s MiB (external Kafka, broker %s MiB)"
+              % (m["created"], m["flowd_peak_rss_mib"], m.get("broker_peak_rss_mib")))
     print("total %.0f s" % res["total_s"])
 
 

@@ -209,6 +209,12 @@ struct bus *bus_new(const struct flowd_config *cfg,
     rc = rc ? rc
             : conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
                        errstr_size);
+    /* prefetch up to 8 MiB / 20,000 messages, not librdkafka's default of 64 MiB / 100,000: a
+     * backlog waits as well in the broker as in flowd's heap, where it was ~25 MiB of the peak
+     * RSS with 100,000 starts queued. Less (4 MiB / 1,000) halved the rate at which a backlog
+     * is taken in (fetches no longer overlap the batches). */
+    rc = rc ? rc : conf_set(conf, "queued.max.messages.kbytes", "8192", errstr, errstr_size);
+    rc = rc ? rc : conf_set(conf, "queued.min.messages", "20000", errstr, errstr_size);
     snprintf(num, sizeof(num), "%lld", (long long)cfg->fetch_wait_max_ms);
     rc = rc ? rc : conf_set(conf, "fetch.wait.max.ms", num, errstr, errstr_size);
     rc = rc ? rc : conf_set(conf, "fetch.error.backoff.ms", "50", errstr, errstr_size);

@@ -28,6 +28,7 @@
 
 #define SENT_FLUSH_MS    200  /* mark delivered rows sent at least this often when idle */
 #define SENT_FLUSH_COUNT 2000 /* ... or when that many are pending */
+#define IDLE_WAIT_MS     50   /* longest wait for a message with nothing else to do */
 
 /* ---- the request queue ---- */
 
@@ -685,6 +686,25 @@ static void purge(struct daemon *d)
 
 /* ---- the loop ---- */
 
+/* How long the loop may wait for a message: until the next thing it must do by itself (a timer
+ * falls due, delivered rows are to be marked sent, housekeeping), at most IDLE_WAIT_MS. Delivery
+ * reports do not wake it: they are served at the next wake-up (bus_poll), at most IDLE_WAIT_MS
+ * late, and nothing on the way of an instance waits for them. */
+static int wait_ms(struct daemon *d, int64_t sent_since_us)
+{
+    int64_t wait = IDLE_WAIT_MS;
+    int64_t next_due = timers_next(d);
+    if (next_due) {
+        int64_t until = next_due - clock_wall_ms();
+        wait = until < wait ? until : wait;
+    }
+    if (sent_since_us) {
+        int64_t until = (sent_since_us + SENT_FLUSH_MS * 1000 - clock_mono_us() + 999) / 1000;
+        wait = until < wait ? until : wait;
+    }
+    return wait > 0 ? (int)wait : 0;
+}
+
 void loop_run(struct daemon *d)
 {
     size_t max = (size_t)d->cfg->batch_max;
@@ -704,14 +724,11 @@ void loop_run(struct daemon *d)
             purge_at = clock_mono_us() + purge_every_us;
         }
         bus_poll(d->bus, 0);
-        int timeout = (bus_in_flight(d->bus) || d->nsent) ? 1 : 50;
-        int64_t next_due = timers_next(d);
-        if (next_due) {
-            int64_t until = next_due - clock_wall_ms();
-            timeout = until <= 0 ? 0 : until < timeout ? (int)until : timeout;
-        }
+        if (d->nsent && !sent_since)
+            sent_since = clock_mono_us();
         if (!nmsgs)
-            nmsgs = bus_consume(d->bus, msgs, max, timeout, (int)d->cfg->batch_wait_ms);
+            nmsgs =
+                bus_consume(d->bus, msgs, max, wait_ms(d, sent_since), (int)d->cfg->batch_wait_ms);
         struct request *reqs = take_requests(d);
         /* due instances are claimed from the store: the heap says when, the store what */
         size_t ndue = timers_take_due(d, clock_wall_ms(), due_ids, 256);
