@@ -19,6 +19,7 @@
 
 #include "../common/banned.h"
 
+
 /* A producer topic handle, kept for the life of the bus (see bus_topic()). */
 struct bus_topic {
     char *name;
@@ -39,6 +40,7 @@ struct bus {
     int in_flight;
     atomic_int ready;
     int64_t probe_at_us;      /* not ready: when to ask the brokers again */
+    atomic_int assigned;      /* the consumer group gave this consumer its first assignment */
     struct bus_topic *topics; /* producer topic handles, loop thread only */
     size_t ntopics, topics_cap;
 };
@@ -53,6 +55,31 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
     if (lvl == LOG_INFO)
         lvl = LOG_DEBUG;
     FLOWD_LOG(lvl, LOG_SUB_KAFKA, "%s: %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+/* Applies the group's assignments as librdkafka would without a callback, and notes the first
+ * one: librdkafka 2.0's cooperative-sticky assignor aborts when a consumer is closed before it
+ * (librdkafka issue #4312, fixed in 2.3): bus_free leaves such a consumer to the exit. */
+static void rebalance_cb(rd_kafka_t *rk,
+                         rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts,
+                         void *opaque)
+{
+    struct bus *bus = opaque;
+    int assign = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+    rd_kafka_error_t *e = NULL;
+    if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0)
+        e = assign ? rd_kafka_incremental_assign(rk, parts)
+                   : rd_kafka_incremental_unassign(rk, parts);
+    else
+        rd_kafka_assign(rk, assign ? parts : NULL);
+    if (e) {
+        FLOWD_LOG(LOG_WARN, LOG_SUB_KAFKA, "applying a rebalance failed: %s",
+                  rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    if (assign)
+        atomic_store(&bus->assigned, 1);
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -233,6 +260,7 @@ struct bus *bus_new(const struct flowd_config *cfg,
         rd_kafka_conf_destroy(conf);
         goto err;
     }
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     bus->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerr, sizeof(kerr));
     if (!bus->consumer) {
         rd_kafka_conf_destroy(conf);
@@ -259,6 +287,16 @@ void bus_free(struct bus *bus, int flush_ms)
 {
     if (!bus)
         return;
+    int left_open = 0;
+    if (bus->consumer && !atomic_load(&bus->assigned)) {
+        /* closing it would abort the process: leave it (and the embedded cluster it talks to)
+         * to the exit; the group notices the member is gone after its session timeout */
+        FLOWD_LOG(LOG_INFO, LOG_SUB_KAFKA,
+                  "the consumer group has not assigned this consumer anything yet; leaving it "
+                  "to the process exit");
+        bus->consumer = NULL;
+        left_open = 1;
+    }
     if (bus->consumer_q)
         rd_kafka_queue_destroy(bus->consumer_q);
     if (bus->consumer) {
@@ -278,9 +316,9 @@ void bus_free(struct bus *bus, int flush_ms)
                       rd_kafka_outq_len(bus->producer));
         rd_kafka_destroy(bus->producer);
     }
-    if (bus->mcluster)
+    if (bus->mcluster && !left_open)
         rd_kafka_mock_cluster_destroy(bus->mcluster);
-    if (bus->mock_rk)
+    if (bus->mock_rk && !left_open)
         rd_kafka_destroy(bus->mock_rk);
     free(bus->bootstrap);
     free(bus);
