@@ -223,7 +223,7 @@ static const struct flowd_prop props[] = {
           "Most messages applied in one store transaction (group commit)."),
     P_INT("engine.cache.max-instances",
           cache_max,
-          "20000",
+          "5000",
           0,
           10000000,
           "Most STARTED instances kept in memory between transactions on a store with one writer "
