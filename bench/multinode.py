@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """multinode.py - `make bench-multinode`: flowd with 1, 2 and 3 nodes on one PostgreSQL, in one run.
 
-One private PostgreSQL (tests/lib/pg.sh; a fresh database per node count), one standalone mock
-Kafka cluster (`flowd kafka --brokers 3 --partitions 6`), one SDK echo connector and the
-bench-echo process (start -> send -> receive the echo -> end) for every node count. For each
+One private PostgreSQL (tests/lib/pg.sh; a fresh database per node count), and per node count a
+fresh standalone mock Kafka cluster (`flowd kafka --brokers 3 --partitions 6`: the mock's fetch
+walks its whole log, so a reused one would slow the later counts) and SDK echo connector; the
+bench-echo process (start -> send -> receive the echo -> end). For each
 count: the nodes start (engine.node-id 1..n, one consumer group), bench-echo is deployed through
 node 1, a warm-up runs, then a closed loop keeps K instances in flight until COUNT completed.
 Starts go, with --start kafka (the default, as `make bench`), to the start topic, whose partitions
@@ -123,19 +124,36 @@ class Bench:
         self.pg = PgServer(os.path.join(self.work, "pg"))
         with open(os.path.join(self.work, "pg", "data", "postmaster.pid")) as f:
             self.pg_pid = int(f.readline())
-        boot_file = os.path.join(self.work, "kafka.bootstrap")
+        log("postgresql %s, work dir %s" % (self.pg.dsn, self.work))
+
+    def start_kafka(self, n):
+        """A fresh cluster and echo connector per node count: the mock broker's fetch walks its
+        whole partition log, so a cluster reused from the previous count would slow this one."""
+        boot_file = os.path.join(self.work, "kafka.n%d.bootstrap" % n)
         # 6 partitions: an equal share of every topic for 1, 2 or 3 nodes
-        self.kafka = self.spawn("kafka", [self.flowd, "kafka", "--brokers", "3", "--partitions",
-                                          "6", "--topic", START_TOPIC, "--topic", CONFIRM_TOPIC,
-                                          "--bootstrap-file", boot_file])
+        self.kafka = self.spawn("kafka.n%d" % n, [
+            self.flowd, "kafka", "--brokers", "3", "--partitions", "6", "--topic", START_TOPIC,
+            "--topic", CONFIRM_TOPIC, "--bootstrap-file", boot_file])
         for _ in range(100):
             if os.path.exists(boot_file) and open(boot_file).read().strip():
                 break
             time.sleep(0.1)
         self.bootstrap = open(boot_file).read().strip()
-        self.echo = self.spawn("echo", [os.path.join(self.build, "examples/sdk-echo-connector"),
-                                        "--bootstrap-file", boot_file])
-        log("postgresql %s, kafka %s, work dir %s" % (self.pg.dsn, self.bootstrap, self.work))
+        self.echo = self.spawn("echo.n%d" % n, [
+            os.path.join(self.build, "examples/sdk-echo-connector"), "--bootstrap-file", boot_file])
+        log("%d node(s): kafka %s" % (n, self.bootstrap))
+
+    def stop_kafka(self):
+        if self.producer:
+            self.producer.close(timeout=5)
+            self.confirms.close()
+            self.producer = self.confirms = None
+        for p in (self.echo, self.kafka):
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
     def start_nodes(self, n):
         db = "flowd_n%d" % n
@@ -337,6 +355,13 @@ class Bench:
             t.join()
 
     def level(self, n):
+        self.start_kafka(n)
+        try:
+            return self.measure(n)
+        finally:
+            self.stop_kafka()
+
+    def measure(self, n):
         db, nodes = self.start_nodes(n)
         try:
             if self.a.warmup:
@@ -360,6 +385,7 @@ class Bench:
         if self.producer:
             self.producer.close(timeout=5)
             self.confirms.close()
+            self.producer = self.confirms = None
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()
