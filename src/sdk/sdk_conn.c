@@ -53,6 +53,8 @@ struct flowd_conn {
     atomic_int dr_stop;
     int ran;
     int paused;
+    atomic_int assigned; /* the group assigned partitions at least once */
+    int consumer_left;   /* never assigned at the stop: left to the process exit (below) */
     pthread_mutex_t lock;
     struct flowd__part *parts;
     struct flowd__idset *seen;
@@ -587,6 +589,7 @@ static void on_rebalance(rd_kafka_t *rk,
     rd_kafka_error_t *error = NULL;
 
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        atomic_store(&conn->assigned, 1);
         conn_log(conn, FLOWD_LOG_INFO, "assigned %d partition%s", parts->cnt,
                  parts->cnt == 1 ? "" : "s");
         if (coop)
@@ -1003,7 +1006,17 @@ out:
                  rd_kafka_outq_len(conn->producer),
                  rd_kafka_outq_len(conn->producer) == 1 ? "y" : "ies");
     commit_acked(conn, 1);
-    rd_kafka_consumer_close(conn->consumer);
+    if (atomic_load(&conn->assigned)) {
+        rd_kafka_consumer_close(conn->consumer);
+    } else {
+        /* librdkafka 2.0's cooperative-sticky assignor aborts the process when a consumer is
+         * closed before its first assignment (librdkafka issue #4312, fixed in 2.3): leave it
+         * to the exit; the group drops the member after its session timeout */
+        conn_log(conn, FLOWD_LOG_INFO,
+                 "the group never assigned partitions: leaving the "
+                 "consumer to the process exit");
+        conn->consumer_left = 1;
+    }
     if (conn->conf->handle_signals) {
         sigaction(SIGTERM, &old_term, NULL);
         sigaction(SIGINT, &old_int, NULL);
@@ -1045,7 +1058,7 @@ FLOWD_EXPORT void flowd_conn_destroy(flowd_conn_t *conn)
             rd_kafka_topic_destroy(conn->out_topics[i]);
         rd_kafka_destroy(conn->producer);
     }
-    if (conn->consumer) {
+    if (conn->consumer && !conn->consumer_left) {
         if (!conn->ran)
             rd_kafka_consumer_close(conn->consumer);
         rd_kafka_destroy(conn->consumer);
