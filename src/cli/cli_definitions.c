@@ -48,6 +48,12 @@ static int send_def(struct cli *c, int argc, char **argv, const char *usage, int
                cJSON_IsTrue(cJSON_GetObjectItem(out, "created")) ? "deployed"
                                                                  : "unchanged: already deployed",
                cli_str(out, "uuid"));
+    const cJSON *w;
+    cJSON_ArrayForEach(w, cJSON_GetObjectItem(out, "warnings"))
+    {
+        if (!c->json && cJSON_IsString(w))
+            fprintf(stderr, "warning: %s\n", w->valuestring);
+    }
     cJSON_Delete(out);
     return CLI_OK;
 }

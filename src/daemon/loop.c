@@ -339,6 +339,28 @@ static void handle_deploy(struct batch *b, struct request *r)
     cJSON_AddNumberToObject(r->result, "version", version);
     cJSON_AddStringToObject(r->result, "uuid", stored_uuid[0] ? stored_uuid : uuid);
     cJSON_AddBoolToObject(r->result, "created", created);
+    /* definitions may be deployed in any order, but say which calls cannot work yet */
+    cJSON *warnings = NULL;
+    const char *key, *node;
+    int ver;
+    for (size_t i = 0; (key = engine_def_call(r->def, i, &node, &ver)) != NULL; i++) {
+        if (strcmp(key, engine_def_key(r->def)) == 0 || defs_lookup(d, key, ver))
+            continue;
+        if (!warnings)
+            warnings = cJSON_AddArrayToObject(r->result, "warnings");
+        char msg[400];
+        if (ver)
+            snprintf(msg, sizeof(msg),
+                     "node '%s' calls process '%s' version %d, which is not deployed: instances "
+                     "reaching it fail (or take its errorNext) until it is",
+                     node, key, ver);
+        else
+            snprintf(msg, sizeof(msg),
+                     "node '%s' calls process '%s', which is not deployed: instances reaching it "
+                     "fail (or take its errorNext) until it is",
+                     node, key);
+        cJSON_AddItemToArray(warnings, cJSON_CreateString(msg));
+    }
 }
 
 /* After commit: register the new definition (the loop owns the registry). */

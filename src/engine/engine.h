@@ -55,6 +55,10 @@ const char *engine_def_uuid(const struct engine_def *def);
  * that each topic matches the engine subscription pattern. */
 size_t engine_def_receive_topic_count(const struct engine_def *def);
 const char *engine_def_receive_topic(const struct engine_def *def, size_t i, const char **node_id);
+/* The definition key the i-th subprocess node calls (borrowed), its node id and pinned version
+ * (0: the latest); NULL past the last one. The daemon warns at deploy about keys not deployed. */
+const char *
+engine_def_call(const struct engine_def *def, size_t i, const char **node_id, int *version);
 
 /* ---- instances ------------------------------------------------------------------------ */
 

@@ -974,6 +974,22 @@ size_t engine_def_receive_topic_count(const struct engine_def *def)
     return def->nrtopics;
 }
 
+const char *
+engine_def_call(const struct engine_def *def, size_t i, const char **node_id, int *version)
+{
+    for (size_t k = 0; k < def->nnodes; k++) {
+        const struct engine_node *n = &def->nodes[k];
+        if (n->type != ENGINE_NODE_SUBPROCESS || i--)
+            continue;
+        if (node_id)
+            *node_id = n->id;
+        if (version)
+            *version = n->call_version;
+        return n->call_key;
+    }
+    return NULL;
+}
+
 const char *engine_def_receive_topic(const struct engine_def *def, size_t i, const char **node_id)
 {
     if (i >= def->nrtopics)
