@@ -139,6 +139,7 @@ struct daemon {
     struct map cache;         /* instance id -> struct engine_instance* (STARTED only) */
     struct timer_heap timers; /* due times of cached instances */
     size_t trim_at;           /* cluster_trim's cursor */
+    int64_t timer_err_us;     /* timers_fire: when a timer that cannot fire was last logged */
     int64_t next_seq;         /* instance ids: node_id << INSTANCE_ID_NODE_SHIFT | next_seq */
 
     /* request queue */

@@ -11,6 +11,7 @@
  */
 #include "daemon.h"
 
+#include "../common/clock.h"
 #include "../common/err.h"
 #include "../common/log.h"
 #include "../common/mem.h"
@@ -107,13 +108,20 @@ int timers_fire(struct daemon *d, struct batch *b, int64_t id)
         return 0;
     }
     const struct engine_def *def = defs_lookup(d, inst->def_key, inst->def_version);
-    if (!def)
-        return 0;
     struct engine_effects fx = ENGINE_EFFECTS_INIT;
     char err[FLOWD_ERRSTR_SIZE];
-    int rc = engine_fire_due(def, inst, b->now, &fx, err, sizeof(err));
+    int rc = def ? engine_fire_due(def, inst, b->now, &fx, err, sizeof(err)) : FLOWD_ERR_NOTFOUND;
     if (rc) {
-        FLOWD_LOG(LOG_ERROR, LOG_SUB_ENGINE, "instance %lld: timer: %s", (long long)id, err);
+        /* it stays due and is claimed again every 100 ms: say so, but not every time */
+        int64_t now = clock_mono_us();
+        if (now - d->timer_err_us > 60 * 1000000LL) {
+            d->timer_err_us = now;
+            FLOWD_LOG(LOG_ERROR, LOG_SUB_ENGINE,
+                      "instance %lld: its due timer cannot fire: %s (retried every 100 ms; "
+                      "logged once a minute; cancel the instance to stop it)",
+                      (long long)id,
+                      def ? err : "its definition version is not loaded (see the startup log)");
+        }
         engine_effects_clear(&fx);
         return 0;
     }
