@@ -464,6 +464,28 @@ static int parse_error_next(struct pctx *c, struct engine_node *n, const cJSON *
     return 0;
 }
 
+/* "responseTimeout" (ISO 8601 duration) and "timeoutNext": a wait that gives up. */
+static int parse_timeout(struct pctx *c, struct engine_node *n, const cJSON *jn)
+{
+    char why[FLOWD_ERRSTR_SIZE];
+    const cJSON *jto = member(jn, "responseTimeout");
+    if (jto && !cJSON_IsNull(jto)) {
+        if (!cJSON_IsString(jto))
+            return perr(c, "node '%s': \"responseTimeout\" must be an ISO 8601 duration string",
+                        n->id);
+        if (engine_duration_parse(jto->valuestring, &n->timeout_ms, why, sizeof(why)))
+            return perr(c, "node '%s': responseTimeout %s", n->id, why);
+        n->response_timeout = flowd_xstrdup(jto->valuestring);
+    }
+    const cJSON *jtn = member(jn, "timeoutNext");
+    if (jtn && !cJSON_IsNull(jtn)) {
+        if (!cJSON_IsString(jtn) || !*jtn->valuestring)
+            return perr(c, "node '%s': \"timeoutNext\" must be a node id", n->id);
+        n->timeout_next_id = flowd_xstrdup(jtn->valuestring);
+    }
+    return 0;
+}
+
 /* subprocess: {"process": key, "version": N, "input": {child: parent}, "output": {parent:
  * child}, "keyName": path, "errorNext": id}. */
 static int parse_subprocess(struct pctx *c, struct engine_node *n, const cJSON *jn)
@@ -500,7 +522,11 @@ static int parse_subprocess(struct pctx *c, struct engine_node *n, const cJSON *
             return perr(c, "node '%s': keyName must be a dotted data path", n->id);
         n->call_key_name = flowd_xstrdup(data_path(jk->valuestring));
     }
-    return parse_error_next(c, n, jn);
+    if (parse_error_next(c, n, jn) || parse_timeout(c, n, jn))
+        return FLOWD_ERR_INVAL;
+    if (n->timeout_next_id && !n->response_timeout)
+        return perr(c, "node '%s': \"timeoutNext\" needs a \"responseTimeout\"", n->id);
+    return 0;
 }
 
 static int parse_receive(struct pctx *c, struct engine_node *n, const cJSON *jn)
@@ -553,15 +579,8 @@ static int parse_receive(struct pctx *c, struct engine_node *n, const cJSON *jn)
         et->topic = buf_detach(&b);
         et->key_name = flowd_xstrdup(key);
     }
-    const cJSON *jto = member(jn, "responseTimeout");
-    if (jto && !cJSON_IsNull(jto)) {
-        if (!cJSON_IsString(jto))
-            return perr(c, "node '%s': \"responseTimeout\" must be an ISO 8601 duration string",
-                        n->id);
-        if (engine_duration_parse(jto->valuestring, &n->timeout_ms, why, sizeof(why)))
-            return perr(c, "node '%s': responseTimeout %s", n->id, why);
-        n->response_timeout = flowd_xstrdup(jto->valuestring);
-    }
+    if (parse_timeout(c, n, jn))
+        return FLOWD_ERR_INVAL;
     const cJSON *jra = member(jn, "resendAttempts");
     if (jra && !cJSON_IsNull(jra)) {
         if (!cJSON_IsNumber(jra) || jra->valuedouble < 0 || jra->valuedouble > 20 ||
@@ -571,12 +590,6 @@ static int parse_receive(struct pctx *c, struct engine_node *n, const cJSON *jn)
     }
     if (parse_error_next(c, n, jn))
         return FLOWD_ERR_INVAL;
-    const cJSON *jtn = member(jn, "timeoutNext");
-    if (jtn && !cJSON_IsNull(jtn)) {
-        if (!cJSON_IsString(jtn) || !*jtn->valuestring)
-            return perr(c, "node '%s': \"timeoutNext\" must be a node id", n->id);
-        n->timeout_next_id = flowd_xstrdup(jtn->valuestring);
-    }
     if ((n->resend_attempts || n->timeout_next_id) && !n->response_timeout)
         return perr(c, "node '%s': %s needs a \"responseTimeout\"", n->id,
                     n->timeout_next_id ? "\"timeoutNext\"" : "\"resendAttempts\"");

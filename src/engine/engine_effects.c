@@ -93,17 +93,21 @@ void engine_effects_clear(struct engine_effects *fx)
     *fx = empty;
 }
 
+void engine_add_orphan(struct engine_effects *fx, int64_t child_id)
+{
+    if (fx->norphans == fx->orphans_cap) {
+        fx->orphans_cap = fx->orphans_cap ? fx->orphans_cap * 2 : 4;
+        fx->orphans = flowd_xrealloc(fx->orphans, fx->orphans_cap * sizeof(*fx->orphans));
+    }
+    fx->orphans[fx->norphans++] = child_id;
+}
+
 void engine_drop_tokens(struct engine_instance *inst, struct engine_effects *fx)
 {
     for (size_t i = 0; i < inst->ntokens; i++) {
         struct engine_token *tok = &inst->tokens[i];
-        if (tok->state == ENGINE_TOKEN_WAITING_SUBPROCESS && tok->child_id) {
-            if (fx->norphans == fx->orphans_cap) {
-                fx->orphans_cap = fx->orphans_cap ? fx->orphans_cap * 2 : 4;
-                fx->orphans = flowd_xrealloc(fx->orphans, fx->orphans_cap * sizeof(*fx->orphans));
-            }
-            fx->orphans[fx->norphans++] = tok->child_id;
-        }
+        if (tok->state == ENGINE_TOKEN_WAITING_SUBPROCESS && tok->child_id)
+            engine_add_orphan(fx, tok->child_id);
         engine_token_release(tok);
     }
     free(inst->tokens);

@@ -174,6 +174,8 @@ void engine_token_release(struct engine_token *tok);
 /* Releases every token of inst (it ended); the child instances its subprocess tokens wait for
  * go to fx->orphans. */
 void engine_drop_tokens(struct engine_instance *inst, struct engine_effects *fx);
+/* A child instance nothing waits for any more: the daemon cancels it. */
+void engine_add_orphan(struct engine_effects *fx, int64_t child_id);
 
 /* engine_step.c, for engine_admin.c: gives inst (set STARTED by the caller) one fresh token and
  * walks it from node until it waits or the instance ends. */

@@ -203,6 +203,7 @@ static void drop_outstanding(struct engine_token *tok, const char *node_id)
 
 static void data_set(cJSON *data, const char *path, cJSON *val);
 static int topic_of(const struct engine_node *n, const char *topic);
+static void call_timed_out(struct run *r, size_t ti, const struct engine_node *n);
 
 /* Copies the fields of a reply that node n's mapping names into the instance data (a field the
  * reply does not have is left alone). */
@@ -302,7 +303,7 @@ static void call(struct run *r, size_t ti, const struct engine_node *n)
     free(tok->call_id);
     tok->call_id = flowd_xasprintf("%s:%s:call:%" PRIu32, inst->uuid, n->id, inst->seq);
     tok->child_id = 0;
-    tok->due_ms = 0;
+    tok->due_ms = n->timeout_ms > 0 ? r->now + n->timeout_ms : 0;
     struct engine_effects *fx = r->fx;
     if (fx->ncalls == fx->calls_cap) {
         fx->calls_cap = fx->calls_cap ? fx->calls_cap * 2 : 2;
@@ -719,8 +720,9 @@ int64_t engine_instance_next_due(const struct engine_instance *inst)
     for (size_t i = 0; i < inst->ntokens; i++) {
         int64_t d = inst->tokens[i].due_ms;
         enum engine_token_state st = inst->tokens[i].state;
-        if ((st == ENGINE_TOKEN_WAITING_MESSAGE || st == ENGINE_TOKEN_WAITING_TIMER) && d > 0 &&
-            (!due || d < due))
+        if ((st == ENGINE_TOKEN_WAITING_MESSAGE || st == ENGINE_TOKEN_WAITING_TIMER ||
+             st == ENGINE_TOKEN_WAITING_SUBPROCESS) &&
+            d > 0 && (!due || d < due))
             due = d;
     }
     for (size_t i = 0; i < inst->nparked; i++)
@@ -787,6 +789,13 @@ int engine_fire_due(const struct engine_def *def,
                 continue;
             hist_add(&r, def->nodes[tn].id, "TIMER_FIRED", NULL);
             walk(&r, ti, def->nodes[tn].next);
+            continue;
+        }
+        if (tok->state == ENGINE_TOKEN_WAITING_SUBPROCESS && tok->due_ms > 0 &&
+            tok->due_ms <= now_ms) {
+            int cn = engine_def_find(def, tok->node_id);
+            if (cn >= 0)
+                call_timed_out(&r, ti, &def->nodes[cn]);
             continue;
         }
         if (tok->state != ENGINE_TOKEN_WAITING_MESSAGE || tok->due_ms <= 0 || tok->due_ms > now_ms)
@@ -946,6 +955,57 @@ int engine_call_bind(struct engine_instance *parent, const char *call_id, int64_
     return 0;
 }
 
+/* Token ti's call at node n ended without a result (reason; msg takes the parent's error):
+ * data.<keyName> = {errorMessage, instanceId}, then errorNext, else the parent fails. */
+static void call_failed(struct run *r,
+                        size_t ti,
+                        const struct engine_node *n,
+                        int64_t child_id,
+                        const char *reason,
+                        char *msg)
+{
+    if (n->call_key_name) {
+        cJSON *err = cJSON_CreateObject();
+        flowd_assert(err != NULL);
+        cJSON_AddStringToObject(err, "errorMessage", reason);
+        if (child_id)
+            cJSON_AddNumberToObject(err, "instanceId", (double)child_id);
+        data_set(r->inst->data, n->call_key_name, err);
+    }
+    if (n->error_next < 0) {
+        fail_instance(r, n->id, msg);
+        return;
+    }
+    hist_add(r, n->id, "SUBPROCESS_FAILED", msg);
+    walk(r, ti, n->error_next);
+}
+
+/* fire_due: token ti's call at node n ran out of time: the child is cancelled (an orphan) and
+ * the token takes timeoutNext, else the error path. */
+static void call_timed_out(struct run *r, size_t ti, const struct engine_node *n)
+{
+    struct engine_token *tok = &r->inst->tokens[ti];
+    int64_t child_id = tok->child_id;
+    if (child_id)
+        engine_add_orphan(r->fx, child_id);
+    free(tok->call_id);
+    tok->call_id = NULL;
+    tok->child_id = 0;
+    tok->due_ms = 0;
+    tok->state = ENGINE_TOKEN_ACTIVE;
+    char *detail = flowd_xasprintf("subprocess '%s' (instance %" PRId64 " of '%s') gave no result "
+                                   "within %s",
+                                   n->id, child_id, n->call_key, n->response_timeout);
+    if (n->timeout_next >= 0) {
+        hist_add(r, n->id, "SUBPROCESS_TIMED_OUT", detail);
+        walk(r, ti, n->timeout_next);
+        return;
+    }
+    char reason[96];
+    snprintf(reason, sizeof(reason), "no result within %s", n->response_timeout);
+    call_failed(r, ti, n, child_id, reason, detail);
+}
+
 int engine_call_done(const struct engine_def *def,
                      struct engine_instance *parent,
                      const char *call_id,
@@ -994,21 +1054,7 @@ int engine_call_done(const struct engine_def *def,
                             child->state == ENGINE_TERMINATED ? "was cancelled" : "failed", reason)
                       : flowd_xasprintf("subprocess '%s' (process '%s') could not start: %s", n->id,
                                         n->call_key, reason);
-    if (n->call_key_name) {
-        cJSON *err = cJSON_CreateObject();
-        flowd_assert(err != NULL);
-        cJSON_AddStringToObject(err, "errorMessage", reason);
-        if (child_id)
-            cJSON_AddNumberToObject(err, "instanceId", (double)child_id);
-        data_set(parent->data, n->call_key_name, err);
-    }
-    if (n->error_next < 0) {
-        fail_instance(&r, n->id, msg);
-        finish_run(&r);
-        return 0;
-    }
-    hist_add(&r, n->id, "SUBPROCESS_FAILED", msg);
-    walk(&r, (size_t)ti, n->error_next);
+    call_failed(&r, (size_t)ti, n, child_id, reason, msg);
     finish_run(&r);
     return 0;
 }

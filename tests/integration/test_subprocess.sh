@@ -28,11 +28,11 @@ answer() { # answer ID BODY: the leaf's reply
 
 h_setup
 h_flowd_start
-for f in sub-leaf sub-middle sub-parent sub-strict sub-instant sub-compute-v1 sub-compute-v2; do
+for f in sub-leaf sub-middle sub-parent sub-strict sub-instant sub-compute-v1 sub-compute-v2 sub-timeout; do
     h_deploy "$P/$f.json"
     # definitions deploy in any order; a call to a key not deployed yet is a warning, not an error
     case "$f" in
-    sub-parent | sub-strict | sub-compute-*)
+    sub-parent | sub-strict | sub-compute-* | sub-timeout)
         case "$H_BODY" in *warnings*) h_fail "deploy $f: unexpected warnings: $H_BODY" ;; esac ;;
     sub-instant)
         w=$(printf '%s' "$H_BODY" | h_json 'len(j["warnings"])')
@@ -99,6 +99,17 @@ h_assert_eq "$(printf '%s' "$H_BODY" | h_json 'j["data"]["missing"]["errorMessag
     "no process definition with key 'sub-not-deployed' is deployed" "missing child"
 h_log "ok: two children that end at once ran in the start's own transaction (v1 pinned, v2 latest); a missing key took errorNext"
 
+# ---- a call with a responseTimeout: the child is cancelled and the parent takes timeoutNext ----
+t=$(h_start sub-timeout '{"id": "c-47"}')
+l=$(child "$t")
+h_wait_state "$t" FINISHED 10
+h_wait_state "$l" TERMINATED 10
+case "$(states "$t")" in *"SUBPROCESS_STARTED@call_leaf SUBPROCESS_TIMED_OUT@call_leaf FINISHED@gave_up") ;;
+*) h_fail "timed-out call: $(states "$t")" ;; esac
+h_req POST "/v1/instances/$l/messages" '{"node": "wait", "body": {"score": 1}}'
+h_assert_eq "$H_STATUS" 409 "a reply to the cancelled child"
+h_log "ok: a call past its responseTimeout cancelled the child and took timeoutNext"
+
 # ---- cancelling a parent cancels its running child ---------------------------------------------
 p=$(h_start sub-parent '{"applicant": {"id": "c-45"}}')
 m=$(child "$p")
@@ -132,6 +143,9 @@ case "$H_BODY" in *"node 'c': subprocess node has no \\\"process\\\""*) ;; *) h_
 h_req POST /v1/definitions/validate '{"key": "bad", "nodes": [{"id": "s", "type": "start", "next": "c"},
   {"id": "c", "type": "subprocess", "process": "x", "input": {"a": 1}, "next": "e"}, {"id": "e", "type": "end"}]}'
 case "$H_BODY" in *"node 'c': input 'a': both sides must be dotted paths"*) ;; *) h_fail "bad input error: $H_BODY" ;; esac
+h_req POST /v1/definitions/validate '{"key": "bad", "nodes": [{"id": "s", "type": "start", "next": "c"},
+  {"id": "c", "type": "subprocess", "process": "x", "timeoutNext": "e", "next": "e"}, {"id": "e", "type": "end"}]}'
+case "$H_BODY" in *"node 'c': \\\"timeoutNext\\\" needs a \\\"responseTimeout\\\""*) ;; *) h_fail "timeoutNext error: $H_BODY" ;; esac
 h_log "ok: a subprocess without a process or with a bad mapping is refused at deploy"
 
 # ---- flowctl start --version: a pinned version, the latest, a missing one ----------------------
