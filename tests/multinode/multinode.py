@@ -14,6 +14,7 @@ node with SIGTERM and checks, from PostgreSQL and the connector's log, everythin
 its instance's history, seq without holes; no messageId sent for two instances; each send answered
 by the connector under one messageId that the store sent) and, across nodes:
 
+  - a second process started with a running node's id is refused, naming the id;
   - every node can start the definitions deployed through node 1 (if one cannot, that is
     recorded and they are deployed on it too, so that the run goes on);
   - no reply dead-lettered (each is lost, or duplicated when its node had received it already);
@@ -124,6 +125,26 @@ class MultiNode(chaos.Chaos):
                                  (node.id, node.proc.returncode, node.log))
             time.sleep(0.05)
         raise SystemExit("multinode: node %d not ready in 60 s (log %s)" % (node.id, node.log))
+
+    def check_node_id_taken(self):
+        """A second process with the node id of a running node must be refused at start (ids
+        would collide): it exits non-zero and says which id."""
+        nd = self.nodes[-1]
+        log_path = os.path.join(self.dir, "flowd.duplicate-id.log")
+        argv = [self.flowd_bin, "--data-dir", os.path.join(self.dir, "duplicate-id"),
+                "--set", "http.port=%d" % chaos.free_port(),
+                "--set", "kafka.bootstrap-servers=" + self.bootstrap,
+                "--set", "store.type=postgresql", "--set", "store.postgresql.dsn=" + self.pg.dsn,
+                "--set", "engine.node-id=%d" % nd.id]
+        with open(log_path, "wb") as out:
+            rc = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, timeout=60)
+        text = open(log_path, errors="replace").read()
+        want = "engine.node-id %d is in use by another flowd" % nd.id
+        if rc == 0 or want not in text:
+            self.problems.append("a second process with node id %d was not refused (exit %d): %s"
+                                 % (nd.id, rc, text.strip()[-300:]))
+        else:
+            log("a second process with node id %d was refused: %s" % (nd.id, want))
 
     def kill_node(self, node):
         node.up = False
@@ -402,6 +423,7 @@ class MultiNode(chaos.Chaos):
         self.start_legacy()
         for nd in self.nodes:
             self.start_node(nd)
+        self.check_node_id_taken()
         self.deploy_everywhere()
         self.start_connector(self.kafka_bootstrap_file)
         self.run_starts()
