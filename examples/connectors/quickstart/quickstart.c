@@ -448,6 +448,31 @@ static int conf_set_all(rd_kafka_conf_t *conf, const char *const *kv)
     return 0;
 }
 
+/* Set once the group assigned us partitions. librdkafka 2.0's cooperative-sticky assignor
+ * aborts when a consumer that never got an assignment is closed (librdkafka issue #4312, fixed in
+ * 2.3): such a consumer is left to the process exit instead. */
+static int assigned;
+
+static void on_rebalance(rd_kafka_t *rk,
+                         rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts,
+                         void *opaque)
+{
+    (void)opaque;
+    int assign = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+    rd_kafka_error_t *e = NULL;
+    if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0)
+        e = assign ? rd_kafka_incremental_assign(rk, parts)
+                   : rd_kafka_incremental_unassign(rk, parts);
+    else
+        rd_kafka_assign(rk, assign ? parts : NULL);
+    if (e) {
+        logmsg("rebalance: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    assigned |= assign;
+}
+
 static rd_kafka_t *new_consumer(const char *bootstrap, const char *group)
 {
     const char *const kv[] = {"bootstrap.servers", bootstrap, "group.id", group,
@@ -468,6 +493,7 @@ static rd_kafka_t *new_consumer(const char *bootstrap, const char *group)
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (!rk) {
         logmsg("consumer: %s", errstr);
@@ -686,7 +712,7 @@ int main(int argc, char **argv)
         logmsg("stopping");
 
 out:
-    if (consumer) {
+    if (consumer && assigned) { /* see on_rebalance */
         rd_kafka_consumer_close(consumer);
         rd_kafka_destroy(consumer);
     }
