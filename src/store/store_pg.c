@@ -994,16 +994,22 @@ static int pg_outbox_scan_unsent(struct store *st, size_t limit, store_outbox_cb
     return err;
 }
 
+/* ids as a bigint[] literal, "{1,2,3}": one parameter for any number of ids. */
+static void id_array(struct buf *arr, const int64_t *ids, size_t n)
+{
+    buf_addc(arr, '{');
+    for (size_t i = 0; i < n; i++)
+        buf_printf(arr, "%s%" PRId64, i ? "," : "", ids[i]);
+    buf_addc(arr, '}');
+}
+
 /* One statement for the whole batch: the ids go as one bigint[] literal. */
 static int pg_outbox_mark_sent(struct store *st, const int64_t *ids, size_t n, int64_t now_ms)
 {
     if (n == 0)
         return 0;
     struct buf arr = BUF_INIT;
-    buf_addc(&arr, '{');
-    for (size_t i = 0; i < n; i++)
-        buf_printf(&arr, "%s%" PRId64, i ? "," : "", ids[i]);
-    buf_addc(&arr, '}');
+    id_array(&arr, ids, n);
     struct params p = {0};
     p_text(&p, buf_str(&arr));
     p_i64(&p, now_ms);
@@ -1200,10 +1206,7 @@ static int pg_instance_lock_many(
     if (n == 0)
         return 0;
     struct buf arr = BUF_INIT;
-    buf_addc(&arr, '{');
-    for (size_t i = 0; i < n; i++)
-        buf_printf(&arr, "%s%" PRId64, i ? "," : "", ids[i]);
-    buf_addc(&arr, '}');
+    id_array(&arr, ids, n);
     struct params p = {0};
     p_text(&p, buf_str(&arr));
     int err = instance_rows(st, S_INST_LOCK_MANY, &p, cb, ctx);
