@@ -142,11 +142,13 @@ static void command(rd_kafka_mock_cluster_t *mc, char *line, char *out, size_t s
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: flowd kafka [--brokers N] [--partitions P] [--topic NAME]... "
-               "[--bootstrap-file PATH] [--control]\n"
-               "Runs only the embedded Kafka cluster. With --control, reads fault-injection\n"
-               "commands on stdin: down B | up B | rtt B MS | error API ERR [COUNT] | clear API |\n"
-               "leader TOPIC PARTITION BROKER | create TOPIC PARTITIONS | quit\n");
+    fprintf(f,
+            "usage: flowd kafka [--brokers N] [--partitions P] [--topic NAME[:PARTITIONS]]... "
+            "[--bootstrap-file PATH] [--control]\n"
+            "Runs only the embedded Kafka cluster, creating the topics given (P partitions\n"
+            "each unless NAME:PARTITIONS says otherwise). With --control, reads fault-injection\n"
+            "commands on stdin: down B | up B | rtt B MS | error API ERR [COUNT] | clear API |\n"
+            "leader TOPIC PARTITION BROKER | create TOPIC PARTITIONS | quit\n");
 }
 
 int kafka_mode_main(int argc, char **argv)
@@ -199,8 +201,24 @@ int kafka_mode_main(int argc, char **argv)
         return 1;
     }
     int rf = brokers < 3 ? (int)brokers : 3;
-    for (int i = 0; i < ntopics; i++)
-        rd_kafka_mock_topic_create(mc, topics[i], (int)partitions, rf);
+    for (int i = 0; i < ntopics; i++) {
+        /* NAME or NAME:PARTITIONS (a topic name has no ':') */
+        char name[256];
+        long p = partitions;
+        const char *colon = strchr(topics[i], ':');
+        size_t len = colon ? (size_t)(colon - topics[i]) : strlen(topics[i]);
+        if (len == 0 || len >= sizeof(name) ||
+            (colon && (parse_long(colon + 1, &p) != 0 || p < 1 || p > 64))) {
+            fprintf(stderr, "flowd kafka: --topic '%s': expected NAME or NAME:PARTITIONS (1-64)\n",
+                    topics[i]);
+            rd_kafka_mock_cluster_destroy(mc);
+            rd_kafka_destroy(rk);
+            return 2;
+        }
+        memcpy(name, topics[i], len);
+        name[len] = '\0';
+        rd_kafka_mock_topic_create(mc, name, (int)p, rf);
+    }
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
     if (bootstrap_file) {
         FILE *f = fopen(bootstrap_file, "w");

@@ -54,6 +54,16 @@ from pgserver import PgServer, PgUnavailable  # noqa: E402
 
 NODE_SHIFT = 40  # instance id = node-id << 40 | sequence (src/daemon/daemon.h)
 
+# One more process here: two requests at once whose replies come back on two topics, i.e. on
+# partitions different nodes may own, so two nodes may apply replies to one instance at the same
+# moment (the row lock must serialize them, or one branch's update is lost and the join never
+# completes). The second topic is answered by a second quickstart connector.
+chaos.PROCESSES["chaos-parallel"] = ("tests/multinode/processes/chaos-parallel.json",
+                                     ["ask_a", "ask_b"], ["wait_a", "wait_b"], lambda d: "done")
+chaos.KEYS[:] = sorted(chaos.PROCESSES)
+IN2 = "ai.flowx.dev.connector.customer2.in.v1"
+OUT2 = "ai.flowx.dev.engine.receive.customer2.v1"
+
 
 def log(msg):
     print("[%s] multinode: %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
@@ -89,7 +99,10 @@ class Node:
 
 class MultiNode(chaos.Chaos):
     WORKDIR_PREFIX = "flowd-multinode."
-    KAFKA_ARGS = ["--partitions", "6"]  # an equal share for 1, 2 or 3 nodes (default 4)
+    # 6 partitions: an equal share for 1, 2 or 3 nodes (default 4); chaos-parallel's second reply
+    # topic gets 5, so an instance's two replies land on partitions numbered differently, which
+    # the assignor gives to different nodes
+    KAFKA_ARGS = ["--partitions", "6", "--topic", OUT2 + ":5"]
 
     def __init__(self, args):
         super().__init__(args)
@@ -145,6 +158,24 @@ class MultiNode(chaos.Chaos):
                                  % (nd.id, rc, text.strip()[-300:]))
         else:
             log("a second process with node id %d was refused: %s" % (nd.id, want))
+
+    def start_connector(self, bootstrap_file):
+        super().start_connector(bootstrap_file)
+        self.conn2_log = os.path.join(self.dir, "connector2.requests")
+        self.connector2 = self.spawn("connector2", [
+            self.conn_bin, "--bootstrap-file", bootstrap_file, "--legacy-url",
+            "http://127.0.0.1:%d" % self.legacy_port, "--in", IN2, "--out", OUT2,
+            "--group", "quickstart-connector-2", "--log", self.conn2_log])
+
+    def read_connector_log(self):
+        seen = super().read_connector_log()
+        if os.path.exists(self.conn2_log):
+            with open(self.conn2_log) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 2:
+                        seen.append((parts[0], int(parts[1]) if parts[1].isdigit() else -1))
+        return seen
 
     def kill_node(self, node):
         node.up = False
@@ -433,8 +464,9 @@ class MultiNode(chaos.Chaos):
             self.log_work(nd)
         for nd in self.nodes:
             self.stop_node(nd)
-        self.connector.send_signal(signal.SIGTERM)
-        self.connector.wait(timeout=15)
+        for c in (self.connector, self.connector2):
+            c.send_signal(signal.SIGTERM)
+            c.wait(timeout=15)
         self.log_wire()
         insts, completed, lost, dup, _ = self.check()
         if not ok:
