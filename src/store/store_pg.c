@@ -815,6 +815,29 @@ static void instance_row_of(const PGresult *res, int i, struct store_instance_ro
     };
 }
 
+/* Runs instance query id and gives each row to cb (the result is read whole first). */
+static int instance_rows(struct store *st,
+                         enum stmt_id id,
+                         const struct params *p,
+                         const char *what,
+                         store_instance_cb *cb,
+                         void *ctx)
+{
+    int err = scan_enter(st, id, what);
+    if (err)
+        return err;
+    PGresult *res;
+    err = run(st, id, p, what, &res);
+    for (int i = 0; !err && i < PQntuples(res); i++) {
+        struct store_instance_row r;
+        instance_row_of(res, i, &r);
+        err = cb(ctx, &r);
+    }
+    PQclear(res);
+    st->busy[id] = 0;
+    return err;
+}
+
 /* In pages by id: the memory stays bounded however many instances are active. */
 static int pg_instance_scan_active(struct store *st, store_instance_cb *cb, void *ctx)
 {
@@ -1079,9 +1102,6 @@ static int pg_instance_list(struct store *st,
     const char *what = "instance_list";
     if (!f)
         return fail_inval(st, what, "a filter is required");
-    int err = scan_enter(st, S_INST_LIST, what);
-    if (err)
-        return err;
     struct params p = {0};
     p_text(&p, f->state);
     p_text(&p, f->def_key);
@@ -1089,16 +1109,7 @@ static int pg_instance_list(struct store *st,
     p_i64(&p, f->started_to_ms);
     p_i64(&p, f->before_id);
     p_limit(&p, f->limit);
-    PGresult *res;
-    err = run(st, S_INST_LIST, &p, what, &res);
-    for (int i = 0; !err && i < PQntuples(res); i++) {
-        struct store_instance_row r;
-        instance_row_of(res, i, &r);
-        err = cb(ctx, &r);
-    }
-    PQclear(res);
-    st->busy[S_INST_LIST] = 0;
-    return err;
+    return instance_rows(st, S_INST_LIST, &p, what, cb, ctx);
 }
 
 static int pg_outbox_list_topic(struct store *st,
@@ -1180,25 +1191,6 @@ static int pg_instance_lock(struct store *st, int64_t id, char **blob)
     return get_blob(st, S_INST_LOCK, "instance_lock", id, blob);
 }
 
-/* Rows of an instance query, given to cb (the result is read whole first). */
-static int instance_rows(
-    struct store *st, enum stmt_id id, const struct params *p, store_instance_cb *cb, void *ctx)
-{
-    const char *what = id == S_INST_CLAIM_DUE ? "instance_claim_due" : "instance_lock_many";
-    int err = scan_enter(st, id, what);
-    if (err)
-        return err;
-    PGresult *res;
-    err = run(st, id, p, what, &res);
-    for (int i = 0; !err && i < PQntuples(res); i++) {
-        struct store_instance_row r;
-        instance_row_of(res, i, &r);
-        err = cb(ctx, &r);
-    }
-    PQclear(res);
-    st->busy[id] = 0;
-    return err;
-}
 
 static int pg_instance_lock_many(
     struct store *st, const int64_t *ids, size_t n, store_instance_cb *cb, void *ctx)
@@ -1209,7 +1201,7 @@ static int pg_instance_lock_many(
     id_array(&arr, ids, n);
     struct params p = {0};
     p_text(&p, buf_str(&arr));
-    int err = instance_rows(st, S_INST_LOCK_MANY, &p, cb, ctx);
+    int err = instance_rows(st, S_INST_LOCK_MANY, &p, "instance_lock_many", cb, ctx);
     buf_release(&arr);
     return err;
 }
@@ -1220,7 +1212,7 @@ static int pg_instance_claim_due(
     struct params p = {0};
     p_i64(&p, now_ms);
     p_limit(&p, limit);
-    return instance_rows(st, S_INST_CLAIM_DUE, &p, cb, ctx);
+    return instance_rows(st, S_INST_CLAIM_DUE, &p, "instance_claim_due", cb, ctx);
 }
 
 static int pg_instance_next_due(struct store *st, int64_t *due_ms)

@@ -743,25 +743,7 @@ static int sq_instance_list(struct store *st,
     bind_int64(st, s, 4, f->started_to_ms);
     bind_int64(st, s, 5, f->before_id);
     bind_int64(st, s, 6, f->limit > (size_t)INT64_MAX ? -1 : (int64_t)f->limit);
-    for (;;) {
-        int row;
-        if ((err = step(st, s, what, &row)) || !row)
-            break;
-        struct store_instance_row r = {
-            .id = sqlite3_column_int64(s, 0),
-            .uuid = col_text(s, 1),
-            .def_key = col_text(s, 2),
-            .def_version = sqlite3_column_int(s, 3),
-            .state = col_text(s, 4),
-            .blob = col_text(s, 5),
-            .started_ms = sqlite3_column_int64(s, 6),
-            .updated_ms = sqlite3_column_int64(s, 7),
-        };
-        if ((err = cb(ctx, &r)))
-            break;
-    }
-    sqlite3_reset(s);
-    return err;
+    return instance_rows(st, s, what, cb, ctx);
 }
 
 /* Reads the outbox row at the current step of s (columns as in S_OUT_GET). */
